@@ -1,0 +1,1 @@
+"""The HTTP API: routes, auth, error handlers, streaming and the request middleware."""

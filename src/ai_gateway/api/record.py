@@ -1,0 +1,57 @@
+"""RequestRecord: what the request's single log line reports, filled in as the request runs."""
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from ai_gateway.schemas import Usage
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Figures for one request's log line."""
+
+    request_id: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.perf_counter)
+    status: int | None = None
+    provider: str | None = None
+    model: str | None = None
+    is_mock: bool | None = None
+    is_stream: bool = False
+    upstream_ms: float | None = None
+    usage: Usage | None = None
+    error_code: str | None = None
+
+    def note_upstream(self, since: float) -> None:
+        """Record the upstream's time (to the answer, or to the first chunk of a stream)."""
+        self.upstream_ms = round((time.perf_counter() - since) * 1000, 3)
+
+    def fields(self) -> dict[str, Any]:
+        """The log line's key/value pairs."""
+        usage = self.usage
+        return {
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "upstream_ms": self.upstream_ms,
+            "provider": self.provider,
+            "model": self.model,
+            "mock": self.is_mock,
+            "stream": self.is_stream,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "error_code": self.error_code,
+        }
+
+
+current_record: ContextVar[RequestRecord | None] = ContextVar("current_record", default=None)
+
+
+def record_of_request() -> RequestRecord:
+    """The running request's record (a detached one outside the middleware, e.g. in unit tests)."""
+    record = current_record.get()
+    return record if record is not None else RequestRecord("-", "-", "-")

@@ -1,0 +1,102 @@
+"""Routes: chat completions (unified and per provider), model lists, health."""
+
+import time
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from ai_gateway.api.body import read_chat_request
+from ai_gateway.api.deps import CallerDep, RecordDep, RegistryDep, SettingsDep
+from ai_gateway.api.record import RequestRecord
+from ai_gateway.api.streaming import open_event_stream
+from ai_gateway.config.constants import (
+    CHAT_COMPLETIONS_PATH,
+    HEALTH_PATH,
+    MOCK_HEADER,
+    MODELS_PATH,
+)
+from ai_gateway.providers.base import ChatProvider
+from ai_gateway.schemas import ChatCompletionRequest, ModelCard, ModelList
+
+api_router = APIRouter()
+
+
+def json_response(payload: object, headers: dict[str, str] | None = None) -> Response:
+    """A JSON body serialised with orjson."""
+    return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
+
+
+async def complete(
+    provider: ChatProvider, body: ChatCompletionRequest, record: RequestRecord
+) -> Response:
+    """Serve one chat request from `provider`, as JSON or as an event stream."""
+    record.provider, record.model, record.is_mock = provider.name, body.model, provider.is_mock
+    record.is_stream = body.is_streaming
+    headers = {MOCK_HEADER: "true"} if provider.is_mock else {}
+    if body.is_streaming:
+        chunks = provider.stream_chat_completions(body)
+        return await open_event_stream(
+            chunks, include_usage=body.wants_stream_usage, record=record, headers=headers
+        )
+    started = time.perf_counter()
+    completion = await provider.chat_completions(body)
+    record.note_upstream(started)
+    record.usage = completion.usage
+    return json_response(completion.model_dump(mode="json", exclude_unset=True), headers)
+
+
+@api_router.post(CHAT_COMPLETIONS_PATH)
+async def unified_chat_completions(
+    request: Request,
+    _: CallerDep,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    record: RecordDep,
+) -> Response:
+    """`model` is `<provider>/<model id>`."""
+    body = await read_chat_request(request, settings.max_request_bytes)
+    provider, model_id = registry.resolve(body.model)
+    return await complete(provider, body.model_copy(update={"model": model_id}), record)
+
+
+@api_router.post("/{provider_name}" + CHAT_COMPLETIONS_PATH)
+async def provider_chat_completions(
+    provider_name: str,
+    request: Request,
+    _: CallerDep,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    record: RecordDep,
+) -> Response:
+    """`model` is the provider's own model id."""
+    provider = registry.provider(provider_name)
+    body = await read_chat_request(request, settings.max_request_bytes)
+    return await complete(provider, body, record)
+
+
+def model_list(cards: list[ModelCard]) -> Response:
+    """The OpenAI list shape."""
+    return json_response(ModelList(data=cards).model_dump(mode="json"))
+
+
+@api_router.get(MODELS_PATH)
+async def unified_models(_: CallerDep, registry: RegistryDep) -> Response:
+    """Every provider's models, under the ids the unified route takes."""
+    cards = [
+        card.model_copy(update={"id": f"{provider.name}/{card.id}"})
+        for provider in registry
+        for card in await provider.list_models()
+    ]
+    return model_list(cards)
+
+
+@api_router.get("/{provider_name}" + MODELS_PATH)
+async def provider_models(provider_name: str, _: CallerDep, registry: RegistryDep) -> Response:
+    """One provider's models, with bare ids."""
+    return model_list(await registry.provider(provider_name).list_models())
+
+
+@api_router.get(HEALTH_PATH)
+async def health() -> Response:
+    """Liveness; needs no key."""
+    return json_response({"status": "ok"})

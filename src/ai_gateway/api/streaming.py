@@ -1,0 +1,126 @@
+"""SSE framing: chunk -> `data: ...`, a final error event when the stream fails, then `[DONE]`.
+
+A failure before the first chunk propagates as an ordinary HTTP error: `open_event_stream` waits
+for that chunk before the 200 is sent. The response watches for the client going away and closes
+the chunk iterator (and with it the upstream stream) as soon as it does.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing, suppress
+
+import orjson
+import structlog
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from ai_gateway.api.record import RequestRecord
+from ai_gateway.errors import GatewayError, InternalError
+from ai_gateway.schemas import ChatCompletionChunk
+
+log = structlog.get_logger(__name__)
+
+DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+
+
+def encode_event(payload: object) -> bytes:
+    """One complete SSE event."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def encode_chunk(chunk: ChatCompletionChunk) -> bytes:
+    """A chunk exactly as normalised, unknown upstream fields included."""
+    return encode_event(chunk.model_dump(mode="json", exclude_unset=True))
+
+
+def encode_error(error: GatewayError) -> bytes:
+    """The final event of a stream that failed after its 200 was sent."""
+    return encode_event({**error.envelope(), "status_code": error.status_code})
+
+
+async def event_frames(
+    first: ChatCompletionChunk | None,
+    rest: AsyncGenerator[ChatCompletionChunk, None],
+    *,
+    include_usage: bool,
+    record: RequestRecord,
+) -> AsyncGenerator[bytes, None]:
+    """Every frame of the stream; usage chunks only when the caller asked for them."""
+    async with aclosing(rest):
+        try:
+            chunk = first
+            while chunk is not None:
+                if chunk.usage is not None:
+                    record.usage = chunk.usage
+                if include_usage or chunk.usage is None:
+                    yield encode_chunk(chunk)
+                chunk = await anext(rest, None)
+        except GatewayError as exc:
+            log.warning("stream_failed", code=exc.code, status=exc.status_code)
+            record.error_code = exc.code
+            yield encode_error(exc)
+        except Exception:
+            log.exception("stream_crashed")
+            record.error_code = InternalError.code
+            yield encode_error(InternalError("The stream failed unexpectedly."))
+    yield DONE
+
+
+async def open_event_stream(
+    chunks: AsyncGenerator[ChatCompletionChunk, None],
+    *,
+    include_usage: bool,
+    record: RequestRecord,
+    headers: Mapping[str, str],
+) -> "EventStreamResponse":
+    """Wait for the first chunk (errors before it are plain HTTP errors), then stream."""
+    started = time.perf_counter()
+    try:
+        first = await anext(chunks, None)
+    except BaseException:
+        await chunks.aclose()
+        raise
+    record.note_upstream(started)
+    frames = event_frames(first, chunks, include_usage=include_usage, record=record)
+    return EventStreamResponse(frames, headers={**headers, **SSE_HEADERS})
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Return once the client has gone away."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EventStreamResponse(StreamingResponse):
+    """Streams SSE frames; stops them, closing the upstream, as soon as the client disconnects."""
+
+    def __init__(self, frames: AsyncGenerator[bytes, None], *, headers: Mapping[str, str]) -> None:
+        super().__init__(frames, headers=headers)
+        self.frames = frames
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        await send(start)
+        streamer = asyncio.ensure_future(self._stream(send))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({streamer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streamer, watcher):
+                task.cancel()
+            with suppress(asyncio.CancelledError):
+                await watcher
+            with suppress(asyncio.CancelledError):
+                await streamer
+
+    async def _stream(self, send: Send) -> None:
+        async with aclosing(self.frames) as frames:
+            async for frame in frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

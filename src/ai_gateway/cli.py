@@ -1,0 +1,87 @@
+"""`ai-gateway serve`: parse flags, build Settings, run the server."""
+
+import argparse
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from pydantic import SecretStr, ValidationError
+
+from ai_gateway import __version__
+from ai_gateway.app import ConfigurationError, create_app
+from ai_gateway.config import constants
+from ai_gateway.config.config import Settings
+from ai_gateway.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="ai-gateway", description="OpenAI-compatible AI gateway")
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default=constants.DEFAULT_HOST)
+    serve.add_argument("--port", type=int, default=constants.DEFAULT_PORT)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def with_gateway_keys(settings: Settings) -> Settings:
+    """Settings with gateway keys: in development a generated key, printed once; else exit."""
+    if settings.gateway_api_keys:
+        return settings
+    if settings.is_production:
+        raise ConfigurationError(
+            "GATEWAY_API_KEYS is not set. In production the gateway needs at least one key "
+            "(comma-separated) and will not generate one."
+        )
+    key = constants.DEV_KEY_PREFIX + secrets.token_urlsafe(24)
+    sys.stdout.write(
+        "\nNo GATEWAY_API_KEYS set: generated a development gateway key for this run:\n\n"
+        f"    {key}\n\nSend it as 'Authorization: Bearer <key>'.\n\n"
+    )
+    sys.stdout.flush()
+    return settings.model_copy(update={"gateway_api_keys": (SecretStr(key),)})
+
+
+def app_from_environment() -> FastAPI:
+    """The app for each worker process of a multi-worker server."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Run uvicorn with one process, or `--workers N` processes sharing the settings."""
+    settings = Settings()
+    if args.log_level:
+        settings = settings.model_copy(update={"log_level": args.log_level})
+    configure_logging(settings.log_level, settings.log_format)
+    settings = with_gateway_keys(settings)
+    options = {"host": args.host, "port": args.port, "log_config": None, "access_log": False}
+    if args.workers > 1:
+        keys = ",".join(key.get_secret_value() for key in settings.gateway_api_keys)
+        os.environ["GATEWAY_API_KEYS"] = keys
+        os.environ["LOG_LEVEL"] = settings.log_level
+        uvicorn.run(
+            "ai_gateway.cli:app_from_environment", factory=True, workers=args.workers, **options
+        )
+        return
+    uvicorn.run(create_app(settings), **options)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `ai-gateway` console script and `python -m ai_gateway`."""
+    args = parse_args(argv)
+    try:
+        serve(args)
+    except (ConfigurationError, ValidationError) as exc:
+        sys.stderr.write(f"ai-gateway: configuration error: {exc}\n")
+        raise SystemExit(2) from None

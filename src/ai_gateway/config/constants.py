@@ -1,0 +1,27 @@
+"""Route prefixes, header names and default values shared across the gateway."""
+
+from typing import Final
+
+CEREBRAS: Final = "cerebras"
+CEREBRAS_DEFAULT_BASE_URL: Final = "https://api.cerebras.ai"
+
+CHAT_COMPLETIONS_PATH: Final = "/v1/chat/completions"
+MODELS_PATH: Final = "/v1/models"
+HEALTH_PATH: Final = "/healthz"
+
+REQUEST_ID_HEADER: Final = "x-request-id"
+MOCK_HEADER: Final = "x-ai-gateway-mock"
+SHOULD_RETRY_HEADER: Final = "x-should-retry"
+RETRY_AFTER_HEADERS: Final = ("retry-after", "retry-after-ms")
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8000
+DEFAULT_REQUEST_TIMEOUT_S: Final = 60.0
+DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
+DEFAULT_MAX_REQUEST_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_MODELS_CACHE_TTL_S: Final = 300.0
+UPSTREAM_MAX_CONNECTIONS: Final = 512
+UPSTREAM_MAX_KEEPALIVE: Final = 128
+
+DEV_KEY_PREFIX: Final = "sk-gw-dev-"
+MAX_REQUEST_ID_LENGTH: Final = 128

@@ -1,0 +1,121 @@
+"""GatewayError and its subclasses: every failure the gateway reports, in the OpenAI error shape."""
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    """A failure with an HTTP status and an OpenAI-style error envelope."""
+
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or type(self).code
+        self.status_code = status or type(self).status
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def envelope(self) -> dict[str, Any]:
+        """The body OpenAI clients expect: `{"error": {message, type, param, code}}`."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(GatewayError):
+    """The caller's request is wrong (400 unless an upstream said 404 or 422)."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class RequestTooLarge(InvalidRequest):
+    """The request body is over MAX_REQUEST_BYTES."""
+
+    status = 413
+    code = "request_too_large"
+
+
+class AuthenticationFailed(GatewayError):
+    """Missing, malformed or unknown gateway key."""
+
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    """The key may not do this."""
+
+    status = 403
+    error_type = "permission_error"
+
+
+class NotFound(InvalidRequest):
+    """No such route."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(InvalidRequest):
+    """The route exists but not for this method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class ModelNotFound(InvalidRequest):
+    """No provider serves the requested model."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class RateLimited(GatewayError):
+    """Our limit or the upstream's was hit; `headers` carries the retry hints."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class ProviderError(GatewayError):
+    """The upstream failed: 5xx, unreachable, timed out, malformed, or it rejected our key."""
+
+    status = 502
+    error_type = "upstream_error"
+    code = "upstream_error"
+
+
+class ProviderNotConfigured(GatewayError):
+    """The provider has no credentials in this deployment."""
+
+    status = 503
+    error_type = "upstream_error"
+    code = "provider_not_configured"
+
+
+class InternalError(GatewayError):
+    """An unexpected failure; the message never echoes the request."""
+
+    status = 500
+    error_type = "api_error"
+    code = "internal_error"

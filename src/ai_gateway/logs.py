@@ -1,0 +1,53 @@
+"""Structured logging: structlog key/value events, JSON or console, request id from contextvars."""
+
+import logging
+import sys
+from typing import Any
+
+import orjson
+import structlog
+
+
+def dumps(value: Any, **_: Any) -> str:
+    """JSON for log lines; anything orjson cannot encode is logged by its str()."""
+    return orjson.dumps(value, default=str).decode()
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Route structlog and the standard library (uvicorn) through one renderer."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=dumps)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("httpx", "httpcore", "cerebras"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,1 @@
+"""Upstream providers: the protocol, the registry and the adapters."""

@@ -1,0 +1,215 @@
+"""CerebrasClient: the official Cerebras SDK, built once, with one place that translates its errors.
+
+The gateway owns retries and time limits, so the SDK is built with `max_retries=0`,
+`warm_tcp_connection=False` (its default sends blocking warm-up requests from the constructor)
+and a shared httpx client with explicit connection limits.
+"""
+
+import asyncio
+import inspect
+import json
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any, Protocol, cast
+
+import cerebras.cloud.sdk as sdk
+import httpx
+from cerebras.cloud.sdk import AsyncCerebras
+from cerebras.cloud.sdk.resources.chat.completions import AsyncCompletionsResource
+
+from ai_gateway.config import constants
+from ai_gateway.errors import ProviderError
+from ai_gateway.providers.base import from_upstream_status, malformed
+
+PROVIDER = constants.CEREBRAS
+# Keyword arguments of `create()` that are not body fields: a caller's body field with one of
+# these names must travel in `extra_body`, never as a keyword.
+NOT_BODY_ARGUMENTS = frozenset(
+    {
+        "self",
+        "messages",
+        "model",
+        "stream",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+        "timeout",
+        "cf_ray",
+        "x_amz_cf_id",
+        "x_delay_time",
+    }
+)
+
+
+class CerebrasAPI(Protocol):
+    """What CerebrasProvider needs from a client: the real SDK client or the mock."""
+
+    is_mock: bool
+
+    async def chat(
+        self, model: str, messages: list[dict[str, Any]], **params: Any
+    ) -> dict[str, Any]:
+        """One completion as the upstream's JSON object."""
+        ...
+
+    def stream_chat(
+        self, model: str, messages: list[dict[str, Any]], **params: Any
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The completion's chunks as JSON objects; closing the iterator closes the upstream."""
+        ...
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The upstream's model list entries."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+@cache
+def sdk_body_parameters() -> frozenset[str]:
+    """The body fields `chat.completions.create()` names as keyword arguments."""
+    names = inspect.signature(AsyncCompletionsResource.create).parameters
+    return frozenset(names) - NOT_BODY_ARGUMENTS
+
+
+def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split body fields into SDK keywords and `extra_body` (fields the SDK does not name)."""
+    known = sdk_body_parameters()
+    keywords = {name: value for name, value in params.items() if name in known}
+    extra = {name: value for name, value in params.items() if name not in known}
+    return keywords, extra
+
+
+def build_http_client(timeout: float) -> httpx.AsyncClient:
+    """The shared HTTP client under the SDK: keep-alive with explicit limits and timeouts."""
+    return httpx.AsyncClient(
+        timeout=upstream_timeout(timeout),
+        limits=httpx.Limits(
+            max_connections=constants.UPSTREAM_MAX_CONNECTIONS,
+            max_keepalive_connections=constants.UPSTREAM_MAX_KEEPALIVE,
+        ),
+    )
+
+
+def upstream_timeout(timeout: float) -> httpx.Timeout:
+    """Per-operation timeouts: connect is capped at a few seconds, reads get the full budget."""
+    return httpx.Timeout(timeout, connect=min(timeout, constants.DEFAULT_CONNECT_TIMEOUT_S))
+
+
+@contextmanager
+def cerebras_errors(secrets: tuple[str, ...]) -> Iterator[None]:
+    """Translate every SDK and transport failure into a GatewayError, in exactly one place."""
+    try:
+        yield
+    except (sdk.APITimeoutError, httpx.TimeoutException, TimeoutError) as exc:
+        raise ProviderError(f"{PROVIDER} timed out", code="upstream_timeout") from exc
+    except (sdk.APIConnectionError, httpx.TransportError) as exc:
+        raise ProviderError(f"{PROVIDER} unreachable or the connection dropped") from exc
+    except sdk.APIStatusError as exc:
+        raise from_upstream_status(
+            PROVIDER, exc.status_code, exc.body, headers=exc.response.headers, secrets=secrets
+        ) from exc
+    except (sdk.APIResponseValidationError, json.JSONDecodeError) as exc:
+        raise malformed(PROVIDER, "invalid JSON") from exc
+
+
+class CerebrasClient:
+    """Real mode: Cerebras through the official `AsyncCerebras` SDK."""
+
+    is_mock = False
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = constants.CEREBRAS_DEFAULT_BASE_URL,
+        timeout: float = constants.DEFAULT_REQUEST_TIMEOUT_S,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._timeout = timeout
+        self._secrets = (api_key,)
+        self._owns_http = http_client is None
+        self._http = http_client or build_http_client(timeout)
+        self._sdk = AsyncCerebras(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=upstream_timeout(timeout),
+            max_retries=0,
+            http_client=self._http,
+            warm_tcp_connection=False,
+        )
+        self.base_url = base_url
+
+    def __repr__(self) -> str:
+        return f"CerebrasClient(base_url={self.base_url!r}, timeout={self._timeout})"
+
+    async def chat(
+        self, model: str, messages: list[dict[str, Any]], **params: Any
+    ) -> dict[str, Any]:
+        """One completion; the whole call is bounded by the request timeout."""
+        params.pop("stream", None)
+        keywords, extra = split_params(params)
+        with cerebras_errors(self._secrets):
+            async with asyncio.timeout(self._timeout):
+                completion = await self._sdk.chat.completions.create(
+                    model=model,
+                    messages=sdk_messages(messages),
+                    **keywords,
+                    extra_body=extra or None,
+                )
+        return to_json_object(completion)
+
+    async def stream_chat(
+        self, model: str, messages: list[dict[str, Any]], **params: Any
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Chunks as they arrive; the upstream response is closed when the iterator is."""
+        params.pop("stream", None)
+        keywords, extra = split_params(params)
+        with cerebras_errors(self._secrets):
+            async with asyncio.timeout(self._timeout):
+                stream = await self._sdk.chat.completions.create(
+                    model=model,
+                    messages=sdk_messages(messages),
+                    stream=True,
+                    **keywords,
+                    extra_body=extra or None,
+                )
+            if not isinstance(stream, sdk.AsyncStream):
+                raise malformed(PROVIDER, "expected an event stream")
+            async with stream:
+                async for chunk in stream:
+                    yield to_json_object(chunk)
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """`GET /v1/models` upstream."""
+        with cerebras_errors(self._secrets):
+            async with asyncio.timeout(self._timeout):
+                page = await self._sdk.models.list()
+        data = to_json_object(page).get("data")
+        if not isinstance(data, list):
+            raise malformed(PROVIDER, "model list without data")
+        return [entry for entry in data if isinstance(entry, dict)]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this client built it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+
+def sdk_messages(messages: list[dict[str, Any]]) -> Any:
+    """The caller's messages as the SDK's TypedDicts; they are plain JSON objects either way."""
+    return cast(Any, messages)
+
+
+def to_json_object(result: object) -> dict[str, Any]:
+    """The upstream JSON exactly as sent (`to_dict()` keeps unknown fields)."""
+    to_dict = getattr(result, "to_dict", None)
+    if to_dict is None:
+        raise malformed(PROVIDER, "not a JSON object")
+    value = to_dict()
+    if not isinstance(value, dict):
+        raise malformed(PROVIDER, "not a JSON object")
+    return value

@@ -1,0 +1,146 @@
+"""Upstream replies -> the exact OpenAI shapes, for every OpenAI-like upstream.
+
+Upstreams omit what OpenAI clients require (`logprobs`, `message.refusal`, `finish_reason: null`
+on intermediate chunks) and put usage on the finishing chunk instead of a separate one. This is
+the one place that fills those gaps; anything that still does not fit is a malformed reply (502).
+"""
+
+import time
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from ai_gateway.errors import GatewayError
+from ai_gateway.providers.base import from_upstream_status, malformed
+from ai_gateway.schemas import (
+    FINISH_REASONS,
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+)
+
+ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def new_completion_id() -> str:
+    """An id in OpenAI's format for replies that came without one."""
+    return f"chatcmpl-{uuid.uuid4()}"
+
+
+def error_in_body(provider: str, data: dict[str, Any]) -> GatewayError | None:
+    """A `{"error": ..., "status_code": N}` body sent in place of a completion."""
+    if "error" not in data or data.get("choices"):
+        return None
+    status = data.get("status_code")
+    return from_upstream_status(provider, status if isinstance(status, int) else 502, data)
+
+
+def created_of(data: dict[str, Any]) -> int:
+    """The integer `created`, now when the upstream gave none."""
+    created = data.get("created")
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        return int(created)
+    return int(time.time())
+
+
+def finish_reason_of(value: object, *, final: bool) -> str | None:
+    """An OpenAI finish reason; unknown or missing ones on a final choice become `stop`."""
+    if isinstance(value, str) and value in FINISH_REASONS:
+        return value
+    return "stop" if final or value is not None else None
+
+
+def usage_of(value: object) -> dict[str, Any]:
+    """The upstream's usage with all three counts, zeros when absent."""
+    if not isinstance(value, dict):
+        return dict(ZERO_USAGE)
+    usage = {**ZERO_USAGE, **value}
+    if "total_tokens" not in value:
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return usage
+
+
+def completion_choice(choice: object) -> dict[str, Any]:
+    """One non-streaming choice with `refusal`, `logprobs` and `finish_reason` filled in."""
+    if not isinstance(choice, dict):
+        return {}
+    message = dict(choice.get("message") or {})
+    message.setdefault("role", "assistant")
+    message.setdefault("content", None)
+    message.setdefault("refusal", None)
+    if message.get("tool_calls") is None:
+        message.pop("tool_calls", None)
+    return {
+        **choice,
+        "message": message,
+        "logprobs": choice.get("logprobs"),
+        "finish_reason": finish_reason_of(choice.get("finish_reason"), final=True),
+    }
+
+
+def to_completion(provider: str, data: dict[str, Any]) -> ChatCompletionResponse:
+    """A non-streaming upstream reply as an OpenAI chat completion."""
+    if (error := error_in_body(provider, data)) is not None:
+        raise error
+    normalised = {
+        **data,
+        "id": data.get("id") or new_completion_id(),
+        "object": "chat.completion",
+        "created": created_of(data),
+        "choices": [completion_choice(c) for c in data.get("choices") or []],
+        "usage": usage_of(data.get("usage")),
+    }
+    if not normalised["choices"]:
+        raise malformed(provider, "no choices")
+    try:
+        return ChatCompletionResponse.model_validate(normalised)
+    except ValidationError as exc:
+        raise malformed(provider, "not a chat completion") from exc
+
+
+def chunk_choice(choice: object) -> dict[str, Any]:
+    """One stream choice with `finish_reason` (null until the end) and `logprobs` filled in."""
+    if not isinstance(choice, dict):
+        return {}
+    delta = dict(choice.get("delta") or {})
+    if delta.get("tool_calls") is None:
+        delta.pop("tool_calls", None)
+    return {
+        **choice,
+        "delta": delta,
+        "logprobs": choice.get("logprobs"),
+        "finish_reason": finish_reason_of(choice.get("finish_reason"), final=False),
+    }
+
+
+class ChunkNormalizer:
+    """Turns one upstream stream's chunks into OpenAI chunks, usage in a chunk of its own."""
+
+    def __init__(self, provider: str) -> None:
+        self._provider = provider
+        self._id = new_completion_id()
+
+    def feed(self, data: dict[str, Any]) -> list[ChatCompletionChunk]:
+        """The OpenAI chunks for one upstream chunk (none, one, or one plus a usage chunk)."""
+        if (error := error_in_body(self._provider, data)) is not None:
+            raise error
+        self._id = data.get("id") or self._id
+        chunk = {
+            **data,
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": created_of(data),
+            "choices": [chunk_choice(c) for c in data.get("choices") or []],
+        }
+        usage = chunk.pop("usage", None)
+        out = [chunk] if chunk["choices"] or usage is None else []
+        if usage is not None:
+            extras = {"choices": [], "usage": usage_of(usage)}
+            out.append({k: v for k, v in chunk.items() if k != "time_info"} | extras)
+        return [self._validated(c) for c in out]
+
+    def _validated(self, chunk: dict[str, Any]) -> ChatCompletionChunk:
+        try:
+            return ChatCompletionChunk.model_validate(chunk)
+        except ValidationError as exc:
+            raise malformed(self._provider, "not a chat completion chunk") from exc

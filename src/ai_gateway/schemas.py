@@ -1,0 +1,277 @@
+"""Chat Completions wire models: the request, the response, stream chunks and the model list.
+
+Every model keeps unknown fields (`extra="allow"`), so a field OpenAI adds tomorrow passes
+through instead of causing a 400. The request is validated strictly: a mistyped field is the
+caller's error, not something to coerce.
+"""
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+FINISH_REASONS: frozenset[str] = frozenset(get_args(FinishReason))
+
+
+class RequestModel(BaseModel):
+    """Base of the request models: strict types, unknown fields kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class ContentPart(RequestModel):
+    """One part of a message's content: text, image_url, input_audio, file, ..."""
+
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_part_has_text(self) -> "ContentPart":
+        """A `text` part must carry its text."""
+        if self.type == "text" and self.text is None:
+            raise ValueError("a content part of type 'text' needs a 'text' string")
+        return self
+
+
+Content = str | list[ContentPart]
+
+
+class FunctionCall(RequestModel):
+    """The function an assistant message asked for."""
+
+    name: str
+    arguments: str
+
+
+class ToolCall(RequestModel):
+    """A tool call in an assistant message."""
+
+    id: str
+    type: str = "function"
+    function: FunctionCall
+
+
+class SystemMessage(RequestModel):
+    """Instructions from the application."""
+
+    role: Literal["system"]
+    content: Content
+    name: str | None = None
+
+
+class DeveloperMessage(RequestModel):
+    """Instructions from the developer (the newer name for system)."""
+
+    role: Literal["developer"]
+    content: Content
+    name: str | None = None
+
+
+class UserMessage(RequestModel):
+    """A message from the end user."""
+
+    role: Literal["user"]
+    content: Content
+    name: str | None = None
+
+
+class AssistantMessage(RequestModel):
+    """An earlier answer of the model, possibly with tool calls."""
+
+    role: Literal["assistant"]
+    content: Content | None = None
+    tool_calls: list[ToolCall] | None = None
+    name: str | None = None
+
+
+class ToolMessage(RequestModel):
+    """The result of a tool call."""
+
+    role: Literal["tool"]
+    content: Content
+    tool_call_id: str
+
+
+class FunctionMessage(RequestModel):
+    """The result of a (deprecated) function call."""
+
+    role: Literal["function"]
+    content: str | None
+    name: str
+
+
+Message = Annotated[
+    SystemMessage
+    | DeveloperMessage
+    | UserMessage
+    | AssistantMessage
+    | ToolMessage
+    | FunctionMessage,
+    Field(discriminator="role"),
+]
+MESSAGE_ROLES: frozenset[str] = frozenset(
+    {"system", "developer", "user", "assistant", "tool", "function"}
+)
+
+
+class FunctionDefinition(RequestModel):
+    """A function the model may call."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(RequestModel):
+    """A tool the model may call."""
+
+    type: str
+    function: FunctionDefinition | None = None
+
+
+class StreamOptions(RequestModel):
+    """Options for `stream: true`."""
+
+    include_usage: bool | None = None
+
+
+class ResponseFormat(RequestModel):
+    """The answer's format: text, json_object or json_schema."""
+
+    type: str
+    json_schema: dict[str, Any] | None = None
+
+
+class ChatCompletionRequest(RequestModel):
+    """`POST /v1/chat/completions` body."""
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None
+    user: str | None = None
+
+    @property
+    def is_streaming(self) -> bool:
+        """Whether the caller asked for server-sent events."""
+        return bool(self.stream)
+
+    @property
+    def wants_stream_usage(self) -> bool:
+        """Whether the caller asked for a usage chunk at the end of the stream."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def upstream_params(self) -> dict[str, Any]:
+        """Every field the caller set except model and messages, unknown ones included."""
+        return self.model_dump(exclude_unset=True, exclude={"model", "messages"})
+
+    def upstream_messages(self) -> list[dict[str, Any]]:
+        """The messages exactly as the caller sent them."""
+        return [message.model_dump(exclude_unset=True) for message in self.messages]
+
+
+class ResponseModel(BaseModel):
+    """Base of the response models: lenient types, unknown fields kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Usage(ResponseModel):
+    """Token counts of one completion."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ResponseMessage(ResponseModel):
+    """The assistant's answer."""
+
+    role: Literal["assistant"]
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class Choice(ResponseModel):
+    """One answer of a non-streaming completion."""
+
+    index: int
+    message: ResponseMessage
+    finish_reason: FinishReason
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletionResponse(ResponseModel):
+    """A non-streaming chat completion."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class Delta(ResponseModel):
+    """The increment a stream chunk carries."""
+
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChunkChoice(ResponseModel):
+    """One choice's increment in a stream chunk."""
+
+    index: int
+    delta: Delta
+    finish_reason: FinishReason | None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletionChunk(ResponseModel):
+    """One server-sent event of a streaming chat completion."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class ModelCard(ResponseModel):
+    """One entry of the model list."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str
+
+
+class ModelList(ResponseModel):
+    """`GET /v1/models` body."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

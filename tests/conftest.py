@@ -1,0 +1,114 @@
+"""Shared fixtures: hermetic settings, the fake upstream, a no-network guard."""
+
+import ipaddress
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from ai_gateway.app import create_app
+from ai_gateway.config.config import Settings
+from ai_gateway.providers.registry import Registry
+from tests.fake_upstream import FakeUpstream
+from tests.fakes import GATEWAY_KEY, FakeProvider
+
+GATEWAY_VARIABLES = (
+    "CEREBRAS_API_KEY",
+    "CEREBRAS_BASE_URL",
+    "CEREBRAS_MOCK",
+    "REQUEST_TIMEOUT_S",
+    "GATEWAY_API_KEYS",
+    "AI_GATEWAY_ENV",
+    "MAX_REQUEST_BYTES",
+    "MODELS_CACHE_TTL_S",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "CI",
+)
+
+
+def is_loopback(address: Any) -> bool:
+    """Whether a socket address stays on this machine."""
+    if not isinstance(address, tuple):
+        return True  # AF_UNIX paths
+    host = address[0]
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network() -> Iterator[None]:
+    """Refuse any connection that would leave 127.0.0.1."""
+    original = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> None:
+        if not is_loopback(address):
+            raise ConnectionRefusedError(f"tests may not connect to {address!r}")
+        original(self, address)
+
+    socket.socket.connect = guarded  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = original  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Tests see no gateway variables and no `.env` unless they set them."""
+    for name in GATEWAY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: one known gateway key, real mode off unless asked."""
+    values: dict[str, Any] = {"gateway_api_keys": GATEWAY_KEY, "ci": False, **overrides}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server() -> Iterator[FakeUpstream]:
+    server = FakeUpstream()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_upstream(fake_upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
+    """The session's fake upstream, emptied before and after each test."""
+    fake_upstream_server.reset()
+    yield fake_upstream_server
+    fake_upstream_server.reset()
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+@pytest.fixture
+async def client(settings: Settings, provider: FakeProvider) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over an in-process transport, serving the FakeProvider, with a valid key."""
+    app = create_app(settings, registry=Registry({provider.name: provider}))
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway", headers=headers
+    ) as http:
+        yield http
