@@ -1,0 +1,33 @@
+"""Running gateways: real mode against the fake upstream, and mock mode."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from ai_gateway.app import create_app
+from tests.conftest import make_settings
+from tests.e2e.server import GatewayServer
+from tests.fake_upstream import FakeUpstream
+from tests.fakes import UPSTREAM_KEY
+
+UPSTREAM_TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def real_gateway(fake_upstream_server: FakeUpstream) -> Iterator[GatewayServer]:
+    """Cerebras in real mode through the official SDK, upstream = the fake (URL given with /v1)."""
+    settings = make_settings(
+        cerebras_mock="false",
+        cerebras_api_key=UPSTREAM_KEY,
+        cerebras_base_url=fake_upstream_server.url + "/v1/",
+        request_timeout_s=UPSTREAM_TIMEOUT_S,
+    )
+    with GatewayServer(create_app(settings)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mock_gateway() -> Iterator[GatewayServer]:
+    """Cerebras in mock mode."""
+    with GatewayServer(create_app(make_settings(cerebras_mock="true"))) as server:
+        yield server
