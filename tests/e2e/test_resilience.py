@@ -57,6 +57,20 @@ def test_a_stream_whose_first_chunk_never_comes_times_out_before_the_200(
     assert time.monotonic() - started < UPSTREAM_TIMEOUT_S + SLACK_S
 
 
+def test_the_timeout_covers_headers_and_first_chunk_together(
+    real_gateway: GatewayServer, fake_upstream: FakeUpstream
+) -> None:
+    slow = sse_reply(chunk_payloads(), chunk_delay=UPSTREAM_TIMEOUT_S * 0.6)
+    fake_upstream.reply(Reply(**{**slow.__dict__, "delay": UPSTREAM_TIMEOUT_S * 0.6}))
+    started = time.monotonic()
+
+    response = chat(real_gateway, stream=True)
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - started < UPSTREAM_TIMEOUT_S + SLACK_S / 2
+
+
 @pytest.mark.parametrize(
     "reply",
     [

@@ -9,7 +9,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from functools import cache
 from typing import Any, Protocol, cast
 
@@ -165,21 +165,30 @@ class CerebrasClient:
     async def stream_chat(
         self, model: str, messages: list[dict[str, Any]], **params: Any
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Chunks as they arrive; the upstream response is closed when the iterator is."""
+        """Chunks as they arrive; the upstream response is closed when the iterator is.
+
+        The request timeout bounds the wait for the first chunk; after it, each chunk may take
+        up to the read timeout, so long answers are not cut off.
+        """
         params.pop("stream", None)
         keywords, extra = split_params(params)
         with cerebras_errors(self._secrets):
-            async with asyncio.timeout(self._timeout):
-                stream = await self._sdk.chat.completions.create(
-                    model=model,
-                    messages=sdk_messages(messages),
-                    stream=True,
-                    **keywords,
-                    extra_body=extra or None,
-                )
-            if not isinstance(stream, sdk.AsyncStream):
-                raise malformed(PROVIDER, "expected an event stream")
-            async with stream:
+            async with AsyncExitStack() as stack:
+                async with asyncio.timeout(self._timeout):
+                    stream = await self._sdk.chat.completions.create(
+                        model=model,
+                        messages=sdk_messages(messages),
+                        stream=True,
+                        **keywords,
+                        extra_body=extra or None,
+                    )
+                    if not isinstance(stream, sdk.AsyncStream):
+                        raise malformed(PROVIDER, "expected an event stream")
+                    await stack.enter_async_context(stream)
+                    first = await anext(stream, None)
+                if first is None:
+                    return
+                yield to_json_object(first)
                 async for chunk in stream:
                     yield to_json_object(chunk)
 
