@@ -3,6 +3,7 @@
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -61,7 +62,7 @@ def test_the_timeout_covers_headers_and_first_chunk_together(
     real_gateway: GatewayServer, fake_upstream: FakeUpstream
 ) -> None:
     slow = sse_reply(chunk_payloads(), chunk_delay=UPSTREAM_TIMEOUT_S * 0.6)
-    fake_upstream.reply(Reply(**{**slow.__dict__, "delay": UPSTREAM_TIMEOUT_S * 0.6}))
+    fake_upstream.reply(replace(slow, delay=UPSTREAM_TIMEOUT_S * 0.6))
     started = time.monotonic()
 
     response = chat(real_gateway, stream=True)
