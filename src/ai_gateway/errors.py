@@ -40,7 +40,7 @@ class GatewayError(Exception):
 
 
 class InvalidRequest(GatewayError):
-    """The caller's request is wrong (400 unless an upstream said 404 or 422)."""
+    """The caller's request is wrong (400, or the status an upstream gave: 404, 409, 413, 422)."""
 
     status = 400
     error_type = "invalid_request_error"
@@ -59,13 +59,6 @@ class AuthenticationFailed(GatewayError):
     status = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
-
-
-class PermissionDenied(GatewayError):
-    """The key may not do this."""
-
-    status = 403
-    error_type = "permission_error"
 
 
 class NotFound(InvalidRequest):
@@ -90,7 +83,7 @@ class ModelNotFound(InvalidRequest):
 
 
 class RateLimited(GatewayError):
-    """Our limit or the upstream's was hit; `headers` carries the retry hints."""
+    """A rate limit was hit; `headers` carries the retry hints."""
 
     status = 429
     error_type = "rate_limit_error"

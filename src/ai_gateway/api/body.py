@@ -12,6 +12,7 @@ from ai_gateway.schemas import ChatCompletionRequest
 
 MAX_REPORTED_ERRORS = 3
 MAX_ERROR_TEXT = 500
+DISCRIMINATOR_ERRORS = frozenset({"union_tag_not_found", "union_tag_invalid"})
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -87,11 +88,19 @@ def param_of(loc: Sequence[int | str], data: object) -> str | None:
     return ".".join(parts) or None
 
 
+def location(error: Any) -> tuple[int | str, ...]:
+    """The error's location; a bad or missing discriminator points at its field (`role`)."""
+    loc = tuple(error["loc"])
+    if error["type"] in DISCRIMINATOR_ERRORS:
+        return (*loc, str(error["ctx"]["discriminator"]).strip("'"))
+    return loc
+
+
 def invalid_request(errors: Sequence[Any], data: object) -> InvalidRequest:
     """One 400 for a list of validation errors: the first parameter, a message for each."""
     params: dict[str | None, str] = {}
     for error in errors:
-        params.setdefault(param_of(error["loc"], data), str(error["msg"]))
+        params.setdefault(param_of(location(error), data), str(error["msg"]))
     messages = [
         f"'{param}': {msg}" if param else msg
         for param, msg in list(params.items())[:MAX_REPORTED_ERRORS]

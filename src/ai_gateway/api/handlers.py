@@ -14,6 +14,7 @@ from ai_gateway.errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    ProviderError,
 )
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,7 @@ def from_http_exception(exc: HTTPException) -> GatewayError:
 async def handle_gateway_error(_: Request, exc: Exception) -> Response:
     """Our own errors render themselves."""
     assert isinstance(exc, GatewayError)  # noqa: S101  # registered for GatewayError only
-    if exc.status_code >= 500:
+    if isinstance(exc, ProviderError):
         log.warning("upstream_failure", code=exc.code, status=exc.status_code, message=exc.message)
     return error_response(exc)
 

@@ -2,7 +2,7 @@
 
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from ai_gateway.config.constants import RETRY_AFTER_HEADERS
 from ai_gateway.errors import GatewayError, InvalidRequest, ProviderError, RateLimited
@@ -52,6 +52,11 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     return SECRET_PATTERN.sub("[redacted]", text)[:MAX_UPSTREAM_MESSAGE]
 
 
+def detail_text(item: object) -> str:
+    """One entry of a FastAPI-style `detail` list."""
+    return str(item.get("msg", item)) if isinstance(item, Mapping) else str(item)
+
+
 def upstream_message(body: object) -> str | None:
     """The human-readable message of an upstream error body, in any of the common shapes."""
     if isinstance(body, Mapping):
@@ -59,7 +64,7 @@ def upstream_message(body: object) -> str | None:
         if isinstance(inner, Mapping):
             message = inner.get("message") or inner.get("detail")
             if isinstance(message, list):
-                return "; ".join(str(item.get("msg", item)) for item in message if item)
+                return "; ".join(detail_text(item) for item in message if item)
             return str(message) if message else None
         if isinstance(inner, str):
             return inner
@@ -93,7 +98,8 @@ def from_upstream_status(
     message = upstream_message(body)
     if status == 429:
         text = scrub(message or f"{provider} rate limit exceeded", secrets)
-        return RateLimited(text, headers=retry_headers(headers))
+        code = upstream_field(body, "code")
+        return RateLimited(text, code=code, headers=retry_headers(headers))
     if status in UPSTREAM_AUTH_STATUSES:
         return ProviderError(
             f"{provider} rejected the gateway's upstream credentials (HTTP {status})",
@@ -108,14 +114,9 @@ def from_upstream_status(
             code=upstream_field(body, "code"),
             status=status,
         )
-    return ProviderError(f"{provider} returned HTTP {status}", headers={})
+    return ProviderError(f"{provider} returned HTTP {status}", headers=retry_headers(headers))
 
 
 def malformed(provider: str, detail: str) -> ProviderError:
     """The upstream answered with something that is not a valid completion."""
     return ProviderError(f"{provider} returned a malformed response: {detail}")
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """The value if it is a JSON object, else an empty dict."""
-    return value if isinstance(value, dict) else {}

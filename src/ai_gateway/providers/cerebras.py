@@ -52,6 +52,7 @@ class CerebrasProvider:
             async for data in chunks:
                 for chunk in normalizer.feed(data):
                     yield chunk
+        normalizer.check_finished()
 
     async def list_models(self) -> list[ModelCard]:
         """The upstream's models, cached for the configured time."""

@@ -1,6 +1,7 @@
 """CerebrasClient: the official Cerebras SDK, built once, with one place that translates its errors.
 
-The gateway owns retries and time limits, so the SDK is built with `max_retries=0`,
+Retry policy belongs to the gateway's callers and routing, never to a hidden layer, and the
+gateway owns time limits, so the SDK is built with `max_retries=0`,
 `warm_tcp_connection=False` (its default sends blocking warm-up requests from the constructor)
 and a shared httpx client with explicit connection limits.
 """

@@ -36,7 +36,11 @@ class Registry:
     def resolve(self, model: str) -> tuple[ChatProvider, str]:
         """The provider and upstream model id for a unified-route model `provider/model-id`."""
         name, slash, model_id = model.partition("/")
-        if not slash or not model_id:
+        if slash and not model_id:
+            raise ModelNotFound(
+                f"Model '{model[:200]}' names no model after the provider.", param="model"
+            )
+        if not slash:
             raise ModelNotFound(
                 f"Model '{model[:200]}' has no provider prefix: use '<provider>/<model>', "
                 f"for example '{constants.CEREBRAS}/gpt-oss-120b'.",

@@ -64,12 +64,11 @@ def completion_choice(choice: object) -> dict[str, Any]:
     """One non-streaming choice with `refusal`, `logprobs` and `finish_reason` filled in."""
     if not isinstance(choice, dict):
         return {}
-    message = dict(choice.get("message") or {})
-    message.setdefault("role", "assistant")
-    message.setdefault("content", None)
-    message.setdefault("refusal", None)
-    if message.get("tool_calls") is None:
-        message.pop("tool_calls", None)
+    message = choice.get("message") or {}
+    if isinstance(message, dict):
+        message = {"role": "assistant", "content": None, "refusal": None, **message}
+        if message.get("tool_calls") is None:
+            message.pop("tool_calls", None)
     return {
         **choice,
         "message": message,
@@ -102,9 +101,9 @@ def chunk_choice(choice: object) -> dict[str, Any]:
     """One stream choice with `finish_reason` (null until the end) and `logprobs` filled in."""
     if not isinstance(choice, dict):
         return {}
-    delta = dict(choice.get("delta") or {})
-    if delta.get("tool_calls") is None:
-        delta.pop("tool_calls", None)
+    delta = choice.get("delta") or {}
+    if isinstance(delta, dict) and delta.get("tool_calls") is None:
+        delta = {k: v for k, v in delta.items() if k != "tool_calls"}
     return {
         **choice,
         "delta": delta,
@@ -119,6 +118,7 @@ class ChunkNormalizer:
     def __init__(self, provider: str) -> None:
         self._provider = provider
         self._id = new_completion_id()
+        self.is_finished = False
 
     def feed(self, data: dict[str, Any]) -> list[ChatCompletionChunk]:
         """The OpenAI chunks for one upstream chunk (none, one, or one plus a usage chunk)."""
@@ -132,12 +132,18 @@ class ChunkNormalizer:
             "created": created_of(data),
             "choices": [chunk_choice(c) for c in data.get("choices") or []],
         }
+        self.is_finished |= any(c["finish_reason"] for c in chunk["choices"])
         usage = chunk.pop("usage", None)
         out = [chunk] if chunk["choices"] or usage is None else []
         if usage is not None:
             extras = {"choices": [], "usage": usage_of(usage)}
             out.append({k: v for k, v in chunk.items() if k != "time_info"} | extras)
         return [self._validated(c) for c in out]
+
+    def check_finished(self) -> None:
+        """A stream that ends before any choice finished was cut off, not completed."""
+        if not self.is_finished:
+            raise malformed(self._provider, "the stream ended before the answer finished")
 
     def _validated(self, chunk: dict[str, Any]) -> ChatCompletionChunk:
         try:

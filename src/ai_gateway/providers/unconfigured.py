@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncGenerator
 
+from ai_gateway.config.constants import SHOULD_RETRY_HEADER
 from ai_gateway.errors import ProviderNotConfigured
 from ai_gateway.schemas import (
     ChatCompletionChunk,
@@ -23,7 +24,7 @@ class UnconfiguredProvider:
     def _error(self) -> ProviderNotConfigured:
         return ProviderNotConfigured(
             f"Provider '{self.name}' is not configured: set {self._key_variable} on the gateway.",
-            headers={"x-should-retry": "false"},
+            headers={SHOULD_RETRY_HEADER: "false"},
         )
 
     async def chat_completions(self, req: ChatCompletionRequest) -> ChatCompletionResponse:

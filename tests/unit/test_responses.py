@@ -1,0 +1,506 @@
+"""Pure mapping: upstream replies -> OpenAI shapes (responses.py), upstream errors (base.py)."""
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from ai_gateway.errors import GatewayError, InvalidRequest, ProviderError, RateLimited
+from ai_gateway.providers.base import (
+    MAX_UPSTREAM_MESSAGE,
+    from_upstream_status,
+    malformed,
+    retry_headers,
+    scrub,
+    upstream_field,
+    upstream_message,
+)
+from ai_gateway.providers.responses import (
+    ChunkNormalizer,
+    created_of,
+    error_in_body,
+    finish_reason_of,
+    to_completion,
+    usage_of,
+)
+from tests.fakes import MODEL, UPSTREAM_KEY, chunk_payloads, completion_payload
+from tests.openai_spec import assert_chunk, assert_completion
+
+ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def feed_all(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every OpenAI chunk one normalizer makes of `chunks`, as JSON, each spec-checked."""
+    normalizer = ChunkNormalizer("cerebras")
+    out = [
+        chunk.model_dump(mode="json", exclude_unset=True)
+        for data in chunks
+        for chunk in normalizer.feed(data)
+    ]
+    for body in out:
+        assert_chunk(body)
+    return out
+
+
+# --------------------------------------------------------------------------- ChunkNormalizer
+
+
+def test_chunk_ids_stay_the_same_when_upstream_sends_none() -> None:
+    chunks = chunk_payloads()
+    for chunk in chunks:
+        del chunk["id"]
+
+    ids = [body["id"] for body in feed_all(chunks)]
+
+    assert len(ids) == len(chunks) + 1
+    assert len(set(ids)) == 1
+    assert ids[0].startswith("chatcmpl-")
+
+
+def test_chunk_ids_keep_the_first_upstream_id_when_later_chunks_lack_it() -> None:
+    chunks = chunk_payloads()
+    for chunk in chunks[1:]:
+        del chunk["id"]
+
+    ids = {body["id"] for body in feed_all(chunks)}
+
+    assert ids == {"chatcmpl-upstream-2"}
+
+
+def test_two_normalizers_make_different_ids() -> None:
+    data = {"created": 1, "model": MODEL, "choices": [{"index": 0, "delta": {"content": "x"}}]}
+
+    first = ChunkNormalizer("cerebras").feed(dict(data))[0].id
+    second = ChunkNormalizer("cerebras").feed(dict(data))[0].id
+
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    ("upstream", "expected"),
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("tool_calls", "tool_calls"),
+        ("content_filter", "content_filter"),
+        ("eos", "stop"),
+        ("end_turn", "stop"),
+        (None, None),
+    ],
+)
+def test_chunk_finish_reason_mapping(upstream: str | None, expected: str | None) -> None:
+    data = {
+        "id": "c",
+        "created": 1,
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": upstream}],
+    }
+
+    (body,) = feed_all([data])
+
+    assert body["choices"][0]["finish_reason"] == expected
+
+
+def test_intermediate_chunk_without_finish_reason_gets_null() -> None:
+    data = {"id": "c", "created": 1, "model": MODEL, "choices": [{"index": 0, "delta": {}}]}
+
+    (body,) = feed_all([data])
+
+    assert body == {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": None}],
+    }
+
+
+def test_usage_on_the_finish_chunk_is_split_into_its_own_chunk() -> None:
+    final = chunk_payloads()[-1]
+
+    finish, usage = feed_all([final])
+
+    assert "usage" not in finish
+    assert finish["time_info"] == {"total_time": 0.1}
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert usage == {
+        "id": "chatcmpl-upstream-2",
+        "object": "chat.completion.chunk",
+        "created": 1761231233,
+        "model": MODEL,
+        "system_fingerprint": "fp_upstream",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+
+
+def test_usage_only_chunk_gives_one_usage_chunk() -> None:
+    data = {"id": "c", "created": 1, "model": MODEL, "choices": [], "usage": {"prompt_tokens": 2}}
+
+    (body,) = feed_all([data])
+
+    assert body["choices"] == []
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 0, "total_tokens": 2}
+
+
+def test_chunk_tool_calls_null_is_removed() -> None:
+    data = {
+        "id": "c",
+        "created": 1,
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": {"content": "x", "tool_calls": None}}],
+    }
+
+    (body,) = feed_all([data])
+
+    assert body["choices"][0]["delta"] == {"content": "x"}
+
+
+def test_chunk_float_created_becomes_int() -> None:
+    data = {"id": "c", "created": 17.9, "model": MODEL, "choices": [{"index": 0, "delta": {}}]}
+
+    (body,) = feed_all([data])
+
+    assert body["created"] == 17
+
+
+def test_error_chunk_raises_the_mapped_error() -> None:
+    normalizer = ChunkNormalizer("cerebras")
+
+    with pytest.raises(ProviderError) as info:
+        normalizer.feed({"error": {"message": "boom"}, "status_code": 503})
+
+    assert info.value.status_code == 502
+
+
+def test_chunk_that_does_not_validate_is_malformed() -> None:
+    with pytest.raises(ProviderError) as info:
+        ChunkNormalizer("cerebras").feed({"id": "c", "choices": [{"delta": {}}]})
+
+    assert "malformed" in info.value.message
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.mark.parametrize(
+    ("value", "final", "expected"),
+    [
+        ("stop", True, "stop"),
+        ("function_call", False, "function_call"),
+        ("eos", True, "stop"),
+        ("eos", False, "stop"),
+        ("", True, "stop"),
+        (3, False, "stop"),
+        (None, True, "stop"),
+        (None, False, None),
+    ],
+)
+def test_finish_reason_of(value: object, final: bool, expected: str | None) -> None:
+    assert finish_reason_of(value, final=final) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            {"prompt_tokens": 3, "completion_tokens": 4},
+            {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        ),
+        ({"prompt_tokens": 3}, {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3}),
+        (
+            {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 9},
+            {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 9},
+        ),
+        (None, ZERO_USAGE),
+        ([1, 2], ZERO_USAGE),
+    ],
+)
+def test_usage_of_fills_the_counts(value: object, expected: dict[str, int]) -> None:
+    assert usage_of(value) == expected
+
+
+def test_usage_of_keeps_extra_fields() -> None:
+    value = {"prompt_tokens": 2, "completion_tokens": 3, "prompt_tokens_details": {"cached": 1}}
+
+    assert usage_of(value) == {**value, "total_tokens": 5}
+
+
+def test_usage_of_returns_a_fresh_dict() -> None:
+    first = usage_of(None)
+    first["prompt_tokens"] = 99
+
+    assert usage_of(None) == ZERO_USAGE
+
+
+@pytest.mark.parametrize(("value", "expected"), [(12, 12), (12.7, 12)])
+def test_created_of_numbers(value: float, expected: int) -> None:
+    assert created_of({"created": value}) == expected
+
+
+@pytest.mark.parametrize("value", [None, "17", True])
+def test_created_of_anything_else_is_now(value: object) -> None:
+    before = int(time.time())
+
+    created = created_of({"created": value})
+
+    assert before <= created <= int(time.time())
+
+
+def test_error_in_body_ignores_bodies_with_choices() -> None:
+    data = completion_payload(error={"message": "partial"})
+
+    assert error_in_body("cerebras", data) is None
+
+
+def test_error_in_body_uses_the_status_code() -> None:
+    error = error_in_body("cerebras", {"error": {"message": "bad"}, "status_code": 400})
+
+    assert isinstance(error, InvalidRequest)
+    assert (error.status_code, error.message) == (400, "bad")
+
+
+def test_to_completion_is_spec_valid_and_keeps_unknown_fields() -> None:
+    payload = completion_payload(future_field=[1])
+
+    body = to_completion("cerebras", payload).model_dump(mode="json", exclude_unset=True)
+
+    assert_completion(body)
+    assert body["future_field"] == [1]
+    assert body["time_info"] == payload["time_info"]
+
+
+def test_to_completion_does_not_modify_its_input() -> None:
+    payload = completion_payload()
+    original = completion_payload()
+
+    to_completion("cerebras", payload)
+
+    assert payload == original
+
+
+# --------------------------------------------------------------------------- from_upstream_status
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "gateway_status", "code"),
+    [
+        (400, InvalidRequest, 400, None),
+        (404, InvalidRequest, 404, None),
+        (409, InvalidRequest, 409, None),
+        (413, InvalidRequest, 413, None),
+        (422, InvalidRequest, 422, None),
+        (408, ProviderError, 502, "upstream_timeout"),
+        (401, ProviderError, 502, "upstream_auth_error"),
+        (402, ProviderError, 502, "upstream_auth_error"),
+        (403, ProviderError, 502, "upstream_auth_error"),
+        (429, RateLimited, 429, "rate_limit_exceeded"),
+        (500, ProviderError, 502, "upstream_error"),
+        (503, ProviderError, 502, "upstream_error"),
+        (418, ProviderError, 502, "upstream_error"),
+    ],
+)
+def test_from_upstream_status_table(
+    status: int, kind: type[GatewayError], gateway_status: int, code: str | None
+) -> None:
+    error = from_upstream_status("cerebras", status, {"message": "upstream said no"})
+
+    assert type(error) is kind
+    assert error.status_code == gateway_status
+    assert error.code == code
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 413, 422, 429])
+def test_caller_facing_errors_carry_the_upstream_message(status: int) -> None:
+    error = from_upstream_status("cerebras", status, {"error": {"message": "upstream said no"}})
+
+    assert error.message == "upstream said no"
+
+
+@pytest.mark.parametrize("status", [401, 402, 403, 500, 503, 418])
+def test_upstream_side_errors_do_not_echo_the_upstream_body(status: int) -> None:
+    error = from_upstream_status("cerebras", status, {"message": f"internal {UPSTREAM_KEY}"})
+
+    assert "internal" not in error.message
+    assert UPSTREAM_KEY not in error.message
+    assert str(status) in error.message
+
+
+def test_invalid_request_keeps_param_and_code() -> None:
+    body = {"error": {"message": "bad", "param": "temperature", "code": "out_of_range"}}
+
+    error = from_upstream_status("cerebras", 400, body)
+
+    assert error.envelope() == {
+        "error": {
+            "message": "bad",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": "out_of_range",
+        }
+    }
+
+
+def test_invalid_request_without_a_message_says_who_rejected_it() -> None:
+    error = from_upstream_status("cerebras", 400, None)
+
+    assert error.message == "cerebras rejected the request (HTTP 400)"
+    assert (error.param, error.code) == (None, None)
+
+
+def test_rate_limit_copies_only_the_retry_headers() -> None:
+    headers = httpx.Headers(
+        {"Retry-After": "2", "retry-after-ms": "2000", "x-ratelimit-remaining": "0"}
+    )
+
+    error = from_upstream_status("cerebras", 429, {"message": "slow"}, headers=headers)
+
+    assert error.headers == {"retry-after": "2", "retry-after-ms": "2000"}
+
+
+def test_rate_limit_without_a_message_has_a_default_one() -> None:
+    error = from_upstream_status("cerebras", 429, "")
+
+    assert error.message == "cerebras rate limit exceeded"
+    assert error.headers == {}
+
+
+@pytest.mark.parametrize("status", [400, 429])
+def test_upstream_messages_are_scrubbed(status: int) -> None:
+    body = {"message": f"bad key {UPSTREAM_KEY}!"}
+
+    error = from_upstream_status("cerebras", status, body, secrets=[UPSTREAM_KEY])
+
+    assert error.message == "bad key [redacted]!"
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_5xx_errors_keep_only_the_retry_headers(status: int) -> None:
+    headers = httpx.Headers({"Retry-After": "2", "x-ratelimit-remaining": "0"})
+
+    error = from_upstream_status("cerebras", status, {}, headers=headers)
+
+    assert error.headers == {"retry-after": "2"}
+
+
+def test_rate_limit_keeps_the_upstream_code() -> None:
+    body = {"error": {"message": "slow", "code": "token_quota_exceeded"}}
+
+    error = from_upstream_status("cerebras", 429, body)
+
+    assert error.code == "token_quota_exceeded"
+
+
+def test_retry_headers_keep_the_exact_names() -> None:
+    assert retry_headers({"retry-after": "1", "other": "x"}) == {"retry-after": "1"}
+
+
+def test_malformed_is_a_502() -> None:
+    error = malformed("cerebras", "no choices")
+
+    assert (error.status_code, error.code) == (502, "upstream_error")
+    assert error.message == "cerebras returned a malformed response: no choices"
+
+
+# --------------------------------------------------------------------------- scrub
+
+
+def test_scrub_removes_known_secrets() -> None:
+    assert scrub("token=abc123 ok", ["abc123"]) == "token=[redacted] ok"
+
+
+def test_scrub_ignores_empty_secrets() -> None:
+    assert scrub("plain text", ["", ""]) == "plain text"
+
+
+@pytest.mark.parametrize(
+    "shaped",
+    [
+        "csk-abcdefgh12345678",
+        "sk-proj-abcdefgh1234",
+        "Bearer sk-abcdefghij",
+        "api_key-0123456789",
+        "api-key_0123456789",
+        "key-abcdefghijkl",
+    ],
+)
+def test_scrub_removes_anything_shaped_like_a_key(shaped: str) -> None:
+    assert scrub(f"got {shaped} here") == "got [redacted] here"
+
+
+@pytest.mark.parametrize(
+    "text", ["monkey-business-plan", "the key is wrong", "sk-short", "Field required"]
+)
+def test_scrub_leaves_ordinary_text(text: str) -> None:
+    assert scrub(text) == text
+
+
+def test_scrub_truncates_long_messages() -> None:
+    assert scrub("x" * (MAX_UPSTREAM_MESSAGE + 50)) == "x" * MAX_UPSTREAM_MESSAGE
+
+
+# --------------------------------------------------------------------------- upstream_message
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"message": "flat", "type": "t", "param": None, "code": None}, "flat"),
+        ({"error": {"message": "wrapped", "type": "t"}}, "wrapped"),
+        ({"error": "just a string"}, "just a string"),
+        ({"detail": "Not Found"}, "Not Found"),
+        (
+            {"detail": [{"loc": ["body"], "msg": "Field required"}, {"msg": "Bad type"}]},
+            "Field required; Bad type",
+        ),
+        (
+            {"detail": [{"loc": ["body"], "type": "missing"}]},
+            "{'loc': ['body'], 'type': 'missing'}",
+        ),
+        ({"detail": ["plain item", {"msg": "dict item"}]}, "plain item; dict item"),
+        ("  <html>bad gateway</html>\n", "<html>bad gateway</html>"),
+        ("   ", None),
+        ({}, None),
+        ({"error": {}}, None),
+        ({"message": ""}, None),
+        (None, None),
+        (42, None),
+    ],
+    ids=[
+        "flat",
+        "wrapped",
+        "error-string",
+        "detail-string",
+        "fastapi-detail-list",
+        "detail-without-msg",
+        "detail-plain-strings",
+        "plain-text",
+        "blank-text",
+        "empty-object",
+        "empty-error",
+        "empty-message",
+        "none",
+        "number",
+    ],
+)
+def test_upstream_message_shapes(body: object, expected: str | None) -> None:
+    assert upstream_message(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"param": "model"}, "model"),
+        ({"error": {"param": "model"}}, "model"),
+        ({"error": {"param": ""}}, None),
+        ({"error": {"code": 400}}, None),
+        ("text", None),
+    ],
+)
+def test_upstream_field_param(body: object, expected: str | None) -> None:
+    assert upstream_field(body, "param") == expected
+
+
+def test_upstream_field_stringifies_codes() -> None:
+    assert upstream_field({"error": {"code": 400}}, "code") == "400"
