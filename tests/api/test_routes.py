@@ -648,6 +648,7 @@ async def test_stream_sends_the_usage_chunk_when_asked(
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     assert all(c["choices"] for c in chunks[:-1])
+    assert all(c["usage"] is None for c in chunks[:-1])  # as OpenAI sends them
     assert streamed_text(chunks) == "Hello"
 
 

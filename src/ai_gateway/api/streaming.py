@@ -34,9 +34,15 @@ def encode_event(payload: object) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def encode_chunk(chunk: ChatCompletionChunk) -> bytes:
-    """A chunk exactly as normalised, unknown upstream fields included."""
-    return encode_event(chunk.model_dump(mode="json", exclude_unset=True))
+def encode_chunk(chunk: ChatCompletionChunk, *, include_usage: bool) -> bytes:
+    """A chunk as normalised, unknown upstream fields included.
+
+    With `include_usage`, OpenAI sends `usage: null` on every chunk but the usage chunk.
+    """
+    data = chunk.model_dump(mode="json", exclude_unset=True)
+    if include_usage:
+        data.setdefault("usage", None)
+    return encode_event(data)
 
 
 def encode_error(error: GatewayError) -> bytes:
@@ -59,7 +65,7 @@ async def event_frames(
                 if chunk.usage is not None:
                     record.usage = chunk.usage
                 if include_usage or chunk.usage is None:
-                    yield encode_chunk(chunk)
+                    yield encode_chunk(chunk, include_usage=include_usage)
                 chunk = await anext(rest, None)
         except GatewayError as exc:
             log.warning("stream_failed", code=exc.code, status=exc.status_code)
