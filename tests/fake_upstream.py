@@ -340,8 +340,6 @@ class FakeUpstream:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
 
-    # ----------------------------------------------------------------- public API
-
     @property
     def url(self) -> str:
         """Base URL, e.g. "http://127.0.0.1:54321"."""
@@ -431,8 +429,6 @@ class FakeUpstream:
     ) -> None:
         """Stop the server."""
         self.stop()
-
-    # ----------------------------------------------------------------- internals
 
     @staticmethod
     def _poll(condition: Callable[[], bool], timeout: float) -> bool:

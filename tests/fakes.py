@@ -44,6 +44,26 @@ def completion_payload(text: str = "hi there", **overrides: Any) -> dict[str, An
     }
 
 
+NORMALISED_COMPLETION = {
+    "id": "chatcmpl-upstream-1",
+    "object": "chat.completion",
+    "created": 1761231230,
+    "model": MODEL,
+    "system_fingerprint": "fp_upstream",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "hi there", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    "time_info": {"queue_time": 0.0001, "total_time": 0.006, "created": 1761231230.53},
+}
+"""completion_payload() as the gateway returns it: OpenAI's required nulls filled in."""
+
+
 def chunk_payloads(
     pieces: Sequence[str] = ("Hel", "lo"), *, finish: str = "stop"
 ) -> list[dict[str, Any]]:

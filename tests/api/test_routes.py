@@ -14,7 +14,7 @@ from ai_gateway.config.config import Settings
 from ai_gateway.errors import ProviderError, RateLimited
 from ai_gateway.providers.registry import Registry
 from tests.conftest import make_settings
-from tests.fakes import GATEWAY_KEY, MODEL, FakeProvider, chat_body
+from tests.fakes import GATEWAY_KEY, MODEL, NORMALISED_COMPLETION, FakeProvider, chat_body
 from tests.openai_spec import assert_chunk, assert_completion, assert_error, assert_model_list
 
 CHAT = "/v1/chat/completions"
@@ -22,24 +22,6 @@ PROVIDER_CHAT = "/cerebras/v1/chat/completions"
 UNIFIED_MODEL = f"cerebras/{MODEL}"
 GENERATED_ID = re.compile(r"req_[0-9a-f]{32}")
 ENVELOPE_FIELDS = {"message", "type", "param", "code"}
-
-EXPECTED_COMPLETION = {
-    "id": "chatcmpl-upstream-1",
-    "object": "chat.completion",
-    "created": 1761231230,
-    "model": MODEL,
-    "system_fingerprint": "fp_upstream",
-    "choices": [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": "hi there", "refusal": None},
-            "logprobs": None,
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-    "time_info": {"queue_time": 0.0001, "total_time": 0.006, "created": 1761231230.53},
-}
 
 
 @asynccontextmanager
@@ -179,7 +161,7 @@ async def test_unified_route_sends_the_bare_model_id_to_the_provider(
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert_completion(response.json())
-    assert response.json() == EXPECTED_COMPLETION
+    assert response.json() == NORMALISED_COMPLETION
     assert [r.model for r in provider.requests] == [MODEL]
     assert provider.requests[0].upstream_messages() == [{"role": "user", "content": "hello"}]
 
@@ -192,7 +174,7 @@ async def test_provider_route_takes_the_bare_model_id(
 
     assert response.status_code == 200
     assert_completion(response.json())
-    assert response.json() == EXPECTED_COMPLETION
+    assert response.json() == NORMALISED_COMPLETION
     assert [r.model for r in provider.requests] == [MODEL]
     assert provider.requests[0].upstream_params() == {"temperature": 0.5}
 

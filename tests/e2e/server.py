@@ -6,6 +6,9 @@ from types import TracebackType
 
 import uvicorn
 from fastapi import FastAPI
+from openai import OpenAI
+
+from tests.fakes import GATEWAY_KEY
 
 
 class GatewayServer:
@@ -38,3 +41,13 @@ class GatewayServer:
     ) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+def openai_client(gateway: GatewayServer, prefix: str = "") -> OpenAI:
+    """The official openai SDK pointed at a running gateway, strict about response shapes."""
+    return OpenAI(
+        base_url=f"{gateway.url}{prefix}/v1",
+        api_key=GATEWAY_KEY,
+        max_retries=0,
+        _strict_response_validation=True,
+    )

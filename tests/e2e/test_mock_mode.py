@@ -1,22 +1,12 @@
 """Mock mode through a running gateway: deterministic, marked, and valid OpenAI output."""
 
 import httpx
-from openai import OpenAI
 
-from tests.e2e.server import GatewayServer
+from tests.e2e.server import GatewayServer, openai_client
 from tests.fakes import GATEWAY_KEY
 from tests.openai_spec import assert_completion
 
 HEADERS = {"Authorization": f"Bearer {GATEWAY_KEY}"}
-
-
-def client(gateway: GatewayServer) -> OpenAI:
-    return OpenAI(
-        base_url=f"{gateway.url}/v1",
-        api_key=GATEWAY_KEY,
-        max_retries=0,
-        _strict_response_validation=True,
-    )
 
 
 def test_mock_answers_are_deterministic_and_marked(mock_gateway: GatewayServer) -> None:
@@ -33,7 +23,7 @@ def test_mock_answers_are_deterministic_and_marked(mock_gateway: GatewayServer) 
 
 
 def test_mock_stream_carries_the_same_text_as_the_completion(mock_gateway: GatewayServer) -> None:
-    gateway = client(mock_gateway)
+    gateway = openai_client(mock_gateway)
     messages: list[dict[str, str]] = [{"role": "user", "content": "tell me a story"}]
 
     completion = gateway.chat.completions.create(model="cerebras/any-model", messages=messages)  # type: ignore[arg-type]
@@ -52,6 +42,6 @@ def test_mock_stream_carries_the_same_text_as_the_completion(mock_gateway: Gatew
 
 
 def test_mock_model_list_is_served_without_a_key_upstream(mock_gateway: GatewayServer) -> None:
-    models = [m.id for m in client(mock_gateway).models.list()]
+    models = [m.id for m in openai_client(mock_gateway).models.list()]
 
     assert models == ["cerebras/gpt-oss-120b", "cerebras/zai-glm-4.7", "cerebras/llama3.1-8b"]

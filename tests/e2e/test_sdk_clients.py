@@ -6,23 +6,13 @@ import httpx
 import openai
 import pytest
 from cerebras.cloud.sdk import Cerebras
-from openai import OpenAI
 
-from tests.e2e.server import GatewayServer
+from tests.e2e.server import GatewayServer, openai_client
 from tests.fake_upstream import FakeUpstream, json_reply, sse_reply
 from tests.fakes import GATEWAY_KEY, MODEL, UPSTREAM_KEY, chunk_payloads, completion_payload
 from tests.openai_spec import assert_chunk, assert_completion
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
-
-
-def openai_client(gateway: GatewayServer, prefix: str = "") -> OpenAI:
-    return OpenAI(
-        base_url=f"{gateway.url}{prefix}/v1",
-        api_key=GATEWAY_KEY,
-        max_retries=0,
-        _strict_response_validation=True,
-    )
 
 
 def cerebras_client(gateway: GatewayServer) -> Cerebras:

@@ -17,7 +17,14 @@ from ai_gateway.providers.cerebras_client import CerebrasAPI
 from ai_gateway.providers.registry import Registry
 from ai_gateway.schemas import ChatCompletionChunk, ModelCard
 from tests.conftest import make_settings
-from tests.fakes import GATEWAY_KEY, MODEL, chat_request, chunk_payloads, completion_payload
+from tests.fakes import (
+    GATEWAY_KEY,
+    MODEL,
+    NORMALISED_COMPLETION,
+    chat_request,
+    chunk_payloads,
+    completion_payload,
+)
 from tests.openai_spec import assert_chunk, assert_completion, assert_error
 
 
@@ -180,9 +187,6 @@ PARAM_CASES: list[dict[str, Any]] = [
 ]
 
 
-# --------------------------------------------------------------------------- request mapping
-
-
 @pytest.mark.anyio
 async def test_every_role_reaches_the_client_exactly_as_given() -> None:
     client = RecordingClient()
@@ -254,30 +258,11 @@ async def test_non_streaming_call_passes_stream_options_through() -> None:
     assert client.calls[0].params == {"stream": False, "stream_options": {"include_usage": True}}
 
 
-# --------------------------------------------------------------------------- response mapping
-
-
 @pytest.mark.anyio
 async def test_raw_cerebras_completion_becomes_a_valid_openai_completion() -> None:
     body = await complete(RecordingClient())
 
-    assert body == {
-        "id": "chatcmpl-upstream-1",
-        "object": "chat.completion",
-        "created": 1761231230,
-        "model": MODEL,
-        "system_fingerprint": "fp_upstream",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "hi there", "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-        "time_info": {"queue_time": 0.0001, "total_time": 0.006, "created": 1761231230.53},
-    }
+    assert body == NORMALISED_COMPLETION
 
 
 @pytest.mark.anyio
@@ -401,9 +386,6 @@ async def test_unknown_or_missing_finish_reason_becomes_stop(
     assert body["choices"][0]["finish_reason"] == expected
 
 
-# --------------------------------------------------------------------------- chunks
-
-
 @pytest.mark.anyio
 async def test_chunks_get_null_finish_reasons_and_a_separate_usage_chunk() -> None:
     bodies = await stream(RecordingClient(), stream=True)
@@ -486,9 +468,6 @@ async def test_closing_the_provider_stream_closes_the_client_stream() -> None:
     await chunks.aclose()
 
     assert client.streams_closed == 1
-
-
-# --------------------------------------------------------------------------- malformed upstream
 
 
 @pytest.mark.anyio
@@ -602,9 +581,6 @@ async def test_client_errors_propagate_unchanged() -> None:
     assert info.value is error
 
 
-# --------------------------------------------------------------------------- model list
-
-
 class Clock:
     """A settable monotonic clock."""
 
@@ -684,9 +660,6 @@ async def test_provider_reports_mock_mode_and_closes_its_client() -> None:
     assert provider.is_mock is True
     assert provider.name == "cerebras"
     assert client.closed
-
-
-# --------------------------------------------------------------------------- through the app
 
 
 async def post_through_app(

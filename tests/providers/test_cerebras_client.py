@@ -58,9 +58,6 @@ async def chat_error(client: CerebrasClient) -> GatewayError:
     return info.value
 
 
-# --------------------------------------------------------------------------- success
-
-
 @pytest.mark.anyio
 async def test_chat_returns_the_upstream_json_with_unknown_fields(
     client: CerebrasClient, fake_upstream: FakeUpstream
@@ -210,9 +207,6 @@ async def test_repr_does_not_contain_the_key(client: CerebrasClient) -> None:
     assert UPSTREAM_KEY not in repr(client)
     assert UPSTREAM_KEY not in str(client)
     assert repr(client).startswith("CerebrasClient(base_url=")
-
-
-# --------------------------------------------------------------------------- upstream statuses
 
 
 @pytest.mark.anyio
@@ -387,9 +381,6 @@ async def test_streaming_request_rejected_before_the_stream_is_mapped(
         await collect(client)
 
     assert len(fake_upstream.requests) == 1
-
-
-# --------------------------------------------------------------------------- transport failures
 
 
 @pytest.mark.anyio
