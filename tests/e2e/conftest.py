@@ -13,10 +13,13 @@ from tests.fakes import UPSTREAM_KEY
 UPSTREAM_TIMEOUT_S = 1.0
 
 
-@pytest.fixture(scope="module")
-def real_gateway(fake_upstream_server: FakeUpstream) -> Iterator[GatewayServer]:
-    """Cerebras in real mode through the official SDK, upstream = the fake (URL given with /v1)."""
+@pytest.fixture(scope="module", params=["native", "sdk"])
+def real_gateway(
+    fake_upstream_server: FakeUpstream, request: pytest.FixtureRequest
+) -> Iterator[GatewayServer]:
+    """Cerebras in real mode over each transport, upstream = the fake (URL given with /v1)."""
     settings = make_settings(
+        cerebras_client=request.param,
         cerebras_mock="false",
         cerebras_api_key=UPSTREAM_KEY,
         cerebras_base_url=fake_upstream_server.url + "/v1/",

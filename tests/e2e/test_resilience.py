@@ -124,10 +124,13 @@ def echo_reply(request: RecordedRequest) -> Reply:
     return json_reply(completion_payload(text=f"echo {said}"), delay=0.01)
 
 
-@pytest.fixture
-def patient_gateway(fake_upstream: FakeUpstream) -> Iterator[GatewayServer]:
+@pytest.fixture(params=["native", "sdk"])
+def patient_gateway(
+    fake_upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> Iterator[GatewayServer]:
     """Real mode with a generous timeout: under load, this one process also runs the clients."""
     settings = make_settings(
+        cerebras_client=request.param,
         cerebras_mock="false",
         cerebras_api_key=UPSTREAM_KEY,
         cerebras_base_url=fake_upstream.url,

@@ -1,26 +1,56 @@
-"""CerebrasClient in real mode: the official SDK over real HTTP against the fake upstream."""
+"""Cerebras in real mode over both transports (the official SDK, the native OpenAI wire) against
+the fake upstream over real HTTP: every test runs once per transport, so they cannot drift apart.
+"""
 
+import asyncio
 import socket
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from ai_gateway.errors import GatewayError, InvalidRequest, ProviderError, RateLimited
-from ai_gateway.providers.cerebras_client import CerebrasClient
+from ai_gateway.providers.cerebras_client import CerebrasAPI, CerebrasClient
+from ai_gateway.providers.wire import USER_AGENT, OpenAIWire, WireClient
 from tests.fake_upstream import FakeUpstream, RecordedRequest, Reply, json_reply, sse_reply
 from tests.fakes import MODEL, UPSTREAM_KEY, chunk_payloads, completion_payload
 
 MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "hello"}]
 
 
+ClientFactory = Callable[..., CerebrasAPI]
+
+
+@pytest.fixture(params=["native", "sdk"])
+async def make_client(request: pytest.FixtureRequest) -> AsyncIterator[ClientFactory]:
+    """Builds real-mode clients over the parametrized transport; closes them after the test."""
+    clients: list[CerebrasAPI] = []
+    wires: list[WireClient] = []
+
+    def make(base_url: str, *, timeout: float = 2.0) -> CerebrasAPI:
+        client: CerebrasAPI
+        if request.param == "sdk":
+            client = CerebrasClient(UPSTREAM_KEY, base_url=base_url, timeout=timeout)
+        else:
+            wires.append(WireClient(timeout=timeout))
+            client = OpenAIWire(
+                wires[-1], provider="cerebras", base_url=f"{base_url}/v1", api_key=UPSTREAM_KEY
+            )
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+    for wire in wires:
+        await wire.aclose()
+
+
 @pytest.fixture
-async def client(fake_upstream: FakeUpstream) -> AsyncIterator[CerebrasClient]:
-    """A real-mode client pointed at the fake upstream, closed after the test."""
-    built = CerebrasClient(UPSTREAM_KEY, base_url=fake_upstream.url, timeout=2.0)
-    yield built
-    await built.aclose()
+def client(make_client: ClientFactory, fake_upstream: FakeUpstream) -> CerebrasAPI:
+    """A real-mode client pointed at the fake upstream."""
+    return make_client(fake_upstream.url)
 
 
 def only_request(fake_upstream: FakeUpstream) -> RecordedRequest:
@@ -38,7 +68,7 @@ def closed_port() -> int:
     return port
 
 
-async def collect(client: CerebrasClient, **params: Any) -> list[dict[str, Any]]:
+async def collect(client: CerebrasAPI, **params: Any) -> list[dict[str, Any]]:
     """Every chunk of one stream."""
     return [chunk async for chunk in client.stream_chat(MODEL, MESSAGES, **params)]
 
@@ -51,7 +81,7 @@ async def drain(
         received.append(chunk)
 
 
-async def chat_error(client: CerebrasClient) -> GatewayError:
+async def chat_error(client: CerebrasAPI) -> GatewayError:
     """The GatewayError one non-streaming call raises."""
     with pytest.raises(GatewayError) as info:
         await client.chat(MODEL, MESSAGES)
@@ -60,7 +90,7 @@ async def chat_error(client: CerebrasClient) -> GatewayError:
 
 @pytest.mark.anyio
 async def test_chat_returns_the_upstream_json_with_unknown_fields(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     payload = completion_payload(brand_new_top_level={"x": [1, 2]})
     payload["choices"][0]["message"]["reasoning"] = "thought about it"
@@ -74,7 +104,7 @@ async def test_chat_returns_the_upstream_json_with_unknown_fields(
 
 @pytest.mark.anyio
 async def test_chat_sends_the_exact_request(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(json_reply(completion_payload()))
     messages: list[dict[str, Any]] = [
@@ -101,14 +131,13 @@ async def test_chat_sends_the_exact_request(
     assert request.path == "/v1/chat/completions"
     assert request.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert request.headers["content-type"] == "application/json"
-    assert request.headers["x-stainless-retry-count"] == "0"
     assert "cf-ray" not in request.headers
     assert request.json == {"model": MODEL, "messages": messages, **known, **unknown}
 
 
 @pytest.mark.anyio
 async def test_chat_ignores_a_stream_param(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(json_reply(completion_payload()))
 
@@ -118,10 +147,12 @@ async def test_chat_ignores_a_stream_param(
 
 
 @pytest.mark.anyio
-async def test_no_tcp_warming_request_is_ever_made(fake_upstream: FakeUpstream) -> None:
+async def test_no_tcp_warming_request_is_ever_made(
+    fake_upstream: FakeUpstream, make_client: ClientFactory
+) -> None:
     fake_upstream.reply(json_reply(completion_payload()), sse_reply(chunk_payloads()))
     fake_upstream.reply(json_reply({"object": "list", "data": []}))
-    client = CerebrasClient(UPSTREAM_KEY, base_url=fake_upstream.url, timeout=2.0)
+    client = make_client(fake_upstream.url, timeout=2.0)
     try:
         await client.chat(MODEL, MESSAGES)
         await collect(client)
@@ -136,7 +167,7 @@ async def test_no_tcp_warming_request_is_ever_made(fake_upstream: FakeUpstream) 
 @pytest.mark.anyio
 @pytest.mark.parametrize("status", [500, 429])
 async def test_the_sdk_does_not_retry(
-    client: CerebrasClient, fake_upstream: FakeUpstream, status: int
+    client: CerebrasAPI, fake_upstream: FakeUpstream, status: int
 ) -> None:
     fake_upstream.reply_with(lambda _: json_reply({"error": {"message": "no"}}, status=status))
 
@@ -147,7 +178,7 @@ async def test_the_sdk_does_not_retry(
 
 @pytest.mark.anyio
 async def test_stream_yields_chunks_as_dicts_and_sends_stream_true(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     chunks = chunk_payloads()
     fake_upstream.reply(sse_reply(chunks))
@@ -166,7 +197,7 @@ async def test_stream_yields_chunks_as_dicts_and_sends_stream_true(
 
 @pytest.mark.anyio
 async def test_stream_without_done_marker_gives_every_chunk(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     chunks = chunk_payloads(("a", "b", "c"))
     fake_upstream.reply(sse_reply(chunks, done=False))
@@ -176,7 +207,7 @@ async def test_stream_without_done_marker_gives_every_chunk(
 
 @pytest.mark.anyio
 async def test_list_models_returns_the_upstream_data(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     data = [
         {"id": MODEL, "object": "model", "created": 0, "owned_by": "Cerebras"},
@@ -192,7 +223,7 @@ async def test_list_models_returns_the_upstream_data(
 
 @pytest.mark.anyio
 async def test_list_models_without_data_is_malformed(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(json_reply({"object": "list"}))
 
@@ -203,15 +234,14 @@ async def test_list_models_without_data_is_malformed(
 
 
 @pytest.mark.anyio
-async def test_repr_does_not_contain_the_key(client: CerebrasClient) -> None:
+async def test_repr_does_not_contain_the_key(client: CerebrasAPI) -> None:
     assert UPSTREAM_KEY not in repr(client)
     assert UPSTREAM_KEY not in str(client)
-    assert repr(client).startswith("CerebrasClient(base_url=")
 
 
 @pytest.mark.anyio
 async def test_upstream_400_is_an_invalid_request_with_the_upstream_message(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     body = {"message": "temperature too high", "type": "invalid", "param": "temperature"}
     fake_upstream.reply(json_reply({**body, "code": "bad_param"}, status=400))
@@ -232,7 +262,7 @@ async def test_upstream_400_is_an_invalid_request_with_the_upstream_message(
 
 @pytest.mark.anyio
 async def test_upstream_wrapped_400_keeps_its_message(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(json_reply({"error": {"message": "bad messages"}}, status=400))
 
@@ -244,7 +274,7 @@ async def test_upstream_wrapped_400_keeps_its_message(
 
 @pytest.mark.anyio
 async def test_upstream_404_keeps_its_status(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(json_reply({"message": "Model nope does not exist"}, status=404))
 
@@ -256,7 +286,7 @@ async def test_upstream_404_keeps_its_status(
 
 @pytest.mark.anyio
 async def test_upstream_fastapi_422_keeps_its_status_and_messages(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     detail = [
         {"loc": ["body", "messages"], "msg": "Field required", "type": "missing"},
@@ -273,7 +303,7 @@ async def test_upstream_fastapi_422_keeps_its_status_and_messages(
 
 @pytest.mark.anyio
 async def test_upstream_422_with_plain_string_details_keeps_them(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(json_reply({"detail": ["messages must not be empty"]}, status=422))
 
@@ -286,7 +316,7 @@ async def test_upstream_422_with_plain_string_details_keeps_them(
 @pytest.mark.anyio
 @pytest.mark.parametrize("status", [401, 402, 403])
 async def test_upstream_auth_failure_is_a_502_without_the_key(
-    client: CerebrasClient, fake_upstream: FakeUpstream, status: int
+    client: CerebrasAPI, fake_upstream: FakeUpstream, status: int
 ) -> None:
     message = f"Wrong API Key {UPSTREAM_KEY}"
     fake_upstream.reply(json_reply({"message": message, "type": "auth"}, status=status))
@@ -301,7 +331,7 @@ async def test_upstream_auth_failure_is_a_502_without_the_key(
 
 @pytest.mark.anyio
 async def test_upstream_429_is_rate_limited_with_retry_headers(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     headers = {"Retry-After": "7", "Retry-After-Ms": "7000", "x-ratelimit-limit-requests-day": "9"}
     fake_upstream.reply(
@@ -321,7 +351,7 @@ async def test_upstream_429_is_rate_limited_with_retry_headers(
 
 @pytest.mark.anyio
 async def test_upstream_429_without_retry_headers_has_none(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(json_reply({"message": "slow down"}, status=429))
 
@@ -334,7 +364,7 @@ async def test_upstream_429_without_retry_headers_has_none(
 @pytest.mark.anyio
 @pytest.mark.parametrize("status", [500, 503])
 async def test_upstream_5xx_is_a_502(
-    client: CerebrasClient, fake_upstream: FakeUpstream, status: int
+    client: CerebrasAPI, fake_upstream: FakeUpstream, status: int
 ) -> None:
     fake_upstream.reply(json_reply({"message": "internal stuff"}, status=status))
 
@@ -346,7 +376,7 @@ async def test_upstream_5xx_is_a_502(
 
 @pytest.mark.anyio
 async def test_upstream_503_keeps_its_retry_hint(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     headers = {"Retry-After": "4", "x-ratelimit-remaining-requests-day": "0"}
     fake_upstream.reply(json_reply({"message": "overloaded"}, status=503, headers=headers))
@@ -359,7 +389,7 @@ async def test_upstream_503_keeps_its_retry_hint(
 
 @pytest.mark.anyio
 async def test_upstream_message_containing_the_key_is_scrubbed(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     message = f"key {UPSTREAM_KEY} may not use this model"
     fake_upstream.reply(json_reply({"message": message}, status=400))
@@ -373,7 +403,7 @@ async def test_upstream_message_containing_the_key_is_scrubbed(
 
 @pytest.mark.anyio
 async def test_streaming_request_rejected_before_the_stream_is_mapped(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(json_reply({"message": "slow down"}, status=429))
 
@@ -384,9 +414,11 @@ async def test_streaming_request_rejected_before_the_stream_is_mapped(
 
 
 @pytest.mark.anyio
-async def test_hanging_upstream_times_out_within_the_budget(fake_upstream: FakeUpstream) -> None:
+async def test_hanging_upstream_times_out_within_the_budget(
+    fake_upstream: FakeUpstream, make_client: ClientFactory
+) -> None:
     fake_upstream.reply(Reply(hang=True))
-    client = CerebrasClient(UPSTREAM_KEY, base_url=fake_upstream.url, timeout=0.3)
+    client = make_client(fake_upstream.url, timeout=0.3)
     started = time.monotonic()
     try:
         with pytest.raises(ProviderError) as info:
@@ -400,9 +432,11 @@ async def test_hanging_upstream_times_out_within_the_budget(fake_upstream: FakeU
 
 
 @pytest.mark.anyio
-async def test_hanging_stream_open_times_out(fake_upstream: FakeUpstream) -> None:
+async def test_hanging_stream_open_times_out(
+    fake_upstream: FakeUpstream, make_client: ClientFactory
+) -> None:
     fake_upstream.reply(Reply(hang=True))
-    client = CerebrasClient(UPSTREAM_KEY, base_url=fake_upstream.url, timeout=0.3)
+    client = make_client(fake_upstream.url, timeout=0.3)
     started = time.monotonic()
     try:
         with pytest.raises(ProviderError) as info:
@@ -415,8 +449,8 @@ async def test_hanging_stream_open_times_out(fake_upstream: FakeUpstream) -> Non
 
 
 @pytest.mark.anyio
-async def test_unreachable_upstream_is_a_502() -> None:
-    client = CerebrasClient(UPSTREAM_KEY, base_url=f"http://127.0.0.1:{closed_port()}", timeout=1)
+async def test_unreachable_upstream_is_a_502(make_client: ClientFactory) -> None:
+    client = make_client(f"http://127.0.0.1:{closed_port()}", timeout=1)
     try:
         with pytest.raises(ProviderError) as info:
             await client.chat(MODEL, MESSAGES)
@@ -428,7 +462,7 @@ async def test_unreachable_upstream_is_a_502() -> None:
 
 @pytest.mark.anyio
 async def test_malformed_json_body_is_a_502(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     headers = {"Content-Type": "application/json"}
     fake_upstream.reply(Reply(headers=headers, body=b'{"id": "chatcmpl-1", "choices": [}'))
@@ -440,7 +474,7 @@ async def test_malformed_json_body_is_a_502(
 
 
 @pytest.mark.anyio
-async def test_non_json_body_is_a_502(client: CerebrasClient, fake_upstream: FakeUpstream) -> None:
+async def test_non_json_body_is_a_502(client: CerebrasAPI, fake_upstream: FakeUpstream) -> None:
     fake_upstream.reply(Reply(headers={"Content-Type": "text/html"}, body=b"<html>hi</html>"))
 
     error = await chat_error(client)
@@ -451,7 +485,7 @@ async def test_non_json_body_is_a_502(client: CerebrasClient, fake_upstream: Fak
 
 @pytest.mark.anyio
 async def test_dropped_connection_is_a_provider_error(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(Reply(drop_after=0))
 
@@ -463,7 +497,7 @@ async def test_dropped_connection_is_a_provider_error(
 
 @pytest.mark.anyio
 async def test_mid_stream_cut_gives_the_first_chunks_then_a_provider_error(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     chunks = chunk_payloads(("a", "b", "c"))
     fake_upstream.reply(sse_reply(chunks, done=False, drop_after=2))
@@ -478,7 +512,7 @@ async def test_mid_stream_cut_gives_the_first_chunks_then_a_provider_error(
 
 @pytest.mark.anyio
 async def test_mid_stream_error_event_is_a_502_after_the_earlier_chunks(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     chunks = chunk_payloads()
     error_event = {"error": {"message": "boom"}, "status_code": 503}
@@ -494,7 +528,7 @@ async def test_mid_stream_error_event_is_a_502_after_the_earlier_chunks(
 
 @pytest.mark.anyio
 async def test_mid_stream_rate_limit_event_is_rate_limited(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     chunks = chunk_payloads()
     error_event = {"error": {"message": "queue full"}, "status_code": 429}
@@ -510,7 +544,7 @@ async def test_mid_stream_rate_limit_event_is_rate_limited(
 
 @pytest.mark.anyio
 async def test_closing_the_stream_early_disconnects_the_upstream(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     chunks = chunk_payloads(tuple("abcdefghij"))
     fake_upstream.reply(sse_reply(chunks, chunk_delay=0.05))
@@ -520,12 +554,13 @@ async def test_closing_the_stream_early_disconnects_the_upstream(
     await stream.aclose()
 
     assert first == chunks[0]
-    assert fake_upstream.wait_for_disconnects(1, timeout=2.0)
+    # Poll from a thread: the event loop must keep running to finish closing the socket.
+    assert await asyncio.to_thread(fake_upstream.wait_for_disconnects, 1, 2.0)
 
 
 @pytest.mark.anyio
 async def test_client_is_reusable_after_an_error(
-    client: CerebrasClient, fake_upstream: FakeUpstream
+    client: CerebrasAPI, fake_upstream: FakeUpstream
 ) -> None:
     fake_upstream.reply(
         json_reply({"message": "no"}, status=500), json_reply(completion_payload("again"))
@@ -538,9 +573,11 @@ async def test_client_is_reusable_after_an_error(
 
 
 @pytest.mark.anyio
-async def test_stalled_stream_times_out_between_chunks(fake_upstream: FakeUpstream) -> None:
+async def test_stalled_stream_times_out_between_chunks(
+    fake_upstream: FakeUpstream, make_client: ClientFactory
+) -> None:
     fake_upstream.reply(sse_reply(chunk_payloads(), chunk_delay=1.0))
-    client = CerebrasClient(UPSTREAM_KEY, base_url=fake_upstream.url, timeout=0.3)
+    client = make_client(fake_upstream.url, timeout=0.3)
     started = time.monotonic()
     try:
         with pytest.raises(ProviderError) as info:
@@ -550,3 +587,32 @@ async def test_stalled_stream_times_out_between_chunks(fake_upstream: FakeUpstre
 
     assert time.monotonic() - started < 0.8
     assert (info.value.status_code, info.value.code) == (502, "upstream_timeout")
+
+
+@pytest.mark.anyio
+async def test_the_sdk_transport_never_retries_on_its_own(fake_upstream: FakeUpstream) -> None:
+    fake_upstream.reply(json_reply(completion_payload()))
+    client = CerebrasClient(UPSTREAM_KEY, base_url=fake_upstream.url, timeout=2.0)
+    try:
+        await client.chat(MODEL, MESSAGES)
+    finally:
+        await client.aclose()
+
+    assert only_request(fake_upstream).headers["x-stainless-retry-count"] == "0"
+
+
+@pytest.mark.anyio
+async def test_the_native_transport_names_the_gateway_as_user_agent(
+    fake_upstream: FakeUpstream,
+) -> None:
+    fake_upstream.reply(json_reply(completion_payload()))
+    wire = WireClient(timeout=2.0)
+    client = OpenAIWire(
+        wire, provider="cerebras", base_url=f"{fake_upstream.url}/v1", api_key=UPSTREAM_KEY
+    )
+    try:
+        await client.chat(MODEL, MESSAGES)
+    finally:
+        await wire.aclose()
+
+    assert only_request(fake_upstream).headers["user-agent"] == USER_AGENT

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     cerebras_api_key: SecretStr | None = None
     cerebras_base_url: str | None = None
     cerebras_mock: MockMode = MockMode.AUTO
+    cerebras_client: Literal["native", "sdk"] = "native"
     request_timeout_s: float = Field(default=constants.DEFAULT_REQUEST_TIMEOUT_S, gt=0)
     gateway_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     ai_gateway_env: Environment = Environment.DEVELOPMENT
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
             return value.strip().lower() in {"1", "true", "yes", "on"}
         return value
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "cerebras_client", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         """Accept `INFO` as well as `info`."""

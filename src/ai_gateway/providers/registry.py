@@ -13,6 +13,7 @@ from ai_gateway.providers.cerebras import CerebrasProvider
 from ai_gateway.providers.cerebras_client import CerebrasAPI, CerebrasClient
 from ai_gateway.providers.cerebras_mock import MockCerebrasClient
 from ai_gateway.providers.unconfigured import UnconfiguredProvider
+from ai_gateway.providers.wire import OpenAIWire, WireClient
 
 log = structlog.get_logger(__name__)
 
@@ -20,8 +21,11 @@ log = structlog.get_logger(__name__)
 class Registry:
     """The providers this gateway serves, by name."""
 
-    def __init__(self, providers: Mapping[str, ChatProvider]) -> None:
+    def __init__(
+        self, providers: Mapping[str, ChatProvider], *, wire: WireClient | None = None
+    ) -> None:
         self._providers = dict(providers)
+        self._wire = wire
 
     def __iter__(self) -> Iterator[ChatProvider]:
         return iter(self._providers.values())
@@ -57,39 +61,49 @@ class Registry:
         return provider, model_id
 
     async def aclose(self) -> None:
-        """Close every provider."""
+        """Close every provider, then the shared HTTP session."""
         for provider in self._providers.values():
             await provider.aclose()
+        if self._wire is not None:
+            await self._wire.aclose()
 
 
-def cerebras_client(settings: Settings) -> CerebrasAPI | None:
+def cerebras_client(settings: Settings, wire: WireClient) -> CerebrasAPI | None:
     """The Cerebras client the settings ask for; None when real mode has no key."""
     if settings.is_cerebras_mock:
         return MockCerebrasClient()
     if settings.cerebras_api_key is None:
         return None
-    return CerebrasClient(
-        settings.cerebras_api_key.get_secret_value(),
-        base_url=settings.cerebras_sdk_base_url,
-        timeout=settings.request_timeout_s,
-    )
+    key = settings.cerebras_api_key.get_secret_value()
+    if settings.cerebras_client == "sdk":
+        return CerebrasClient(
+            key, base_url=settings.cerebras_sdk_base_url, timeout=settings.request_timeout_s
+        )
+    base_url = f"{settings.cerebras_sdk_base_url}/v1"
+    return OpenAIWire(wire, provider=constants.CEREBRAS, base_url=base_url, api_key=key)
 
 
-def build_cerebras(settings: Settings) -> ChatProvider:
+def build_cerebras(settings: Settings, wire: WireClient) -> ChatProvider:
     """Cerebras in mock mode, real mode, or not configured (503 on use, warned at start-up)."""
-    client = cerebras_client(settings)
+    client = cerebras_client(settings, wire)
     if client is None:
         log.warning(
             "provider_not_configured", provider=constants.CEREBRAS, key_variable="CEREBRAS_API_KEY"
         )
         return UnconfiguredProvider(constants.CEREBRAS, key_variable="CEREBRAS_API_KEY")
-    log.info("provider_ready", provider=constants.CEREBRAS, mock=client.is_mock)
+    log.info(
+        "provider_ready",
+        provider=constants.CEREBRAS,
+        mock=client.is_mock,
+        transport=None if client.is_mock else settings.cerebras_client,
+    )
     return CerebrasProvider(client, models_ttl_s=settings.models_cache_ttl_s)
 
 
 def build_registry(settings: Settings) -> Registry:
-    """Every provider the settings configure."""
-    return Registry({constants.CEREBRAS: build_cerebras(settings)})
+    """Every provider the settings configure, sharing one HTTP session for the OpenAI wire."""
+    wire = WireClient(timeout=settings.request_timeout_s)
+    return Registry({constants.CEREBRAS: build_cerebras(settings, wire)}, wire=wire)
 
 
 @asynccontextmanager
