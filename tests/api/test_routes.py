@@ -743,3 +743,12 @@ async def test_provider_model_list_has_bare_ids(client: httpx.AsyncClient) -> No
         "object": "list",
         "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "cerebras"}],
     }
+
+
+@pytest.mark.anyio
+async def test_server_timing_splits_gateway_and_upstream_time(client: httpx.AsyncClient) -> None:
+    chat = await client.post(CHAT, json=chat_body(model=UNIFIED_MODEL))
+    health = await client.get("/healthz")
+
+    assert re.fullmatch(r"gw;dur=[0-9.]+, upstream;dur=[0-9.]+", chat.headers["server-timing"])
+    assert re.fullmatch(r"gw;dur=[0-9.]+", health.headers["server-timing"])

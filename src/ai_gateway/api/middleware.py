@@ -1,8 +1,9 @@
 """RequestContext: a pure ASGI middleware giving every request an id, a log line and a last resort.
 
-It binds the request id into the logging context, adds `x-request-id` to every response, writes
-one log line per request when the response ends, and turns an exception nothing else handled into
-the generic 500 envelope (logging its traceback once).
+It binds the request id into the logging context, adds `x-request-id` and `Server-Timing`
+(gateway time and upstream time) to every response, writes one log line per request when the
+response ends, and turns an exception nothing else handled into the generic 500 envelope (logging
+its traceback once).
 """
 
 import re
@@ -13,7 +14,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ai_gateway.api.handlers import error_response, internal_error
 from ai_gateway.api.record import RequestRecord, current_record
-from ai_gateway.config.constants import MAX_REQUEST_ID_LENGTH, REQUEST_ID_HEADER
+from ai_gateway.config.constants import (
+    MAX_REQUEST_ID_LENGTH,
+    REQUEST_ID_HEADER,
+    SERVER_TIMING_HEADER,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +52,8 @@ class RequestContext:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
+                timing = (SERVER_TIMING_HEADER.encode(), record.server_timing().encode())
+                message["headers"] = [*message.get("headers", []), header, timing]
             await send(message)
 
         token = current_record.set(record)

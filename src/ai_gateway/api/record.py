@@ -22,12 +22,25 @@ class RequestRecord:
     is_mock: bool | None = None
     is_stream: bool = False
     upstream_ms: float | None = None
+    gateway_ms: float | None = None
     usage: Usage | None = None
     error_code: str | None = None
 
     def note_upstream(self, since: float) -> None:
         """Record the upstream's time (to the answer, or to the first chunk of a stream)."""
         self.upstream_ms = round((time.perf_counter() - since) * 1000, 3)
+
+    def server_timing(self) -> str:
+        """The `Server-Timing` value when the response starts: gateway time, upstream time.
+
+        Gateway time is everything up to the response head but the upstream's share (for a
+        stream, the upstream's share is its time to the first chunk).
+        """
+        elapsed = (time.perf_counter() - self.started) * 1000
+        self.gateway_ms = round(max(elapsed - (self.upstream_ms or 0.0), 0.0), 3)
+        if self.upstream_ms is None:
+            return f"gw;dur={self.gateway_ms}"
+        return f"gw;dur={self.gateway_ms}, upstream;dur={self.upstream_ms}"
 
     def fields(self) -> dict[str, Any]:
         """The log line's key/value pairs."""
@@ -38,6 +51,7 @@ class RequestRecord:
             "status": self.status,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
             "upstream_ms": self.upstream_ms,
+            "gateway_ms": self.gateway_ms,
             "provider": self.provider,
             "model": self.model,
             "mock": self.is_mock,

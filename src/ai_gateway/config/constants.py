@@ -10,6 +10,7 @@ MODELS_PATH: Final = "/v1/models"
 HEALTH_PATH: Final = "/healthz"
 
 REQUEST_ID_HEADER: Final = "x-request-id"
+SERVER_TIMING_HEADER: Final = "server-timing"
 MOCK_HEADER: Final = "x-ai-gateway-mock"
 SHOULD_RETRY_HEADER: Final = "x-should-retry"
 RETRY_AFTER_HEADERS: Final = ("retry-after", "retry-after-ms")
