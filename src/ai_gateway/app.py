@@ -4,10 +4,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from ai_gateway import __version__
 from ai_gateway.api import routes
 from ai_gateway.api.handlers import install_error_handlers
+from ai_gateway.api.hot_path import HotPath
 from ai_gateway.api.middleware import RequestContext
 from ai_gateway.config.config import Settings
 from ai_gateway.keys import KeyStore
@@ -18,8 +20,12 @@ class ConfigurationError(RuntimeError):
     """The settings cannot start a gateway; the message says what to change."""
 
 
-def create_app(settings: Settings, *, registry: Registry | None = None) -> FastAPI:
-    """The ASGI app; pass `registry` to serve fakes instead of the configured providers."""
+def create_app(settings: Settings, *, registry: Registry | None = None) -> ASGIApp:
+    """The ASGI app; pass `registry` to serve fakes instead of the configured providers.
+
+    Requests pass RequestContext (id, timing, log line, last-resort 500), then HotPath (the
+    chat routes), then FastAPI (everything else, and the exception handlers).
+    """
     keys = KeyStore.from_secrets(settings.gateway_api_keys)
     if not keys:
         raise ConfigurationError("GATEWAY_API_KEYS is empty: set at least one gateway key.")
@@ -37,6 +43,9 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> FastA
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # FastAPI's built-in OpenTelemetry hooks read the environment on every request;
+        # the gateway reports its own timings (Server-Timing, the request log line).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.keys = keys
@@ -44,5 +53,4 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> FastA
         app.state.registry = registry
     install_error_handlers(app)
     app.include_router(routes.api_router)
-    app.add_middleware(RequestContext)
-    return app
+    return RequestContext(HotPath(app))

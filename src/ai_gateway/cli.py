@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import structlog
 import uvicorn
-from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
+from starlette.types import ASGIApp
 
 from ai_gateway import __version__
 from ai_gateway.app import ConfigurationError, create_app
@@ -51,7 +51,7 @@ def with_gateway_keys(settings: Settings) -> Settings:
     return settings.model_copy(update={"gateway_api_keys": (SecretStr(key),)})
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> ASGIApp:
     """The app for each worker process of a multi-worker server."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)

@@ -7,7 +7,7 @@ caller's error, not something to coerce.
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 FINISH_REASONS: frozenset[str] = frozenset(get_args(FinishReason))
@@ -143,6 +143,9 @@ class ResponseFormat(RequestModel):
     json_schema: dict[str, Any] | None = None
 
 
+MODEL_AND_MESSAGES = frozenset({"model", "messages"})
+
+
 class ChatCompletionRequest(RequestModel):
     """`POST /v1/chat/completions` body."""
 
@@ -168,6 +171,14 @@ class ChatCompletionRequest(RequestModel):
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None
     user: str | None = None
+    _body: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "ChatCompletionRequest":
+        """Validate a parsed JSON body and keep it, to forward upstream exactly as sent."""
+        request = cls.model_validate(body)
+        request._body = body
+        return request
 
     @property
     def is_streaming(self) -> bool:
@@ -181,10 +192,15 @@ class ChatCompletionRequest(RequestModel):
 
     def upstream_params(self) -> dict[str, Any]:
         """Every field the caller set except model and messages, unknown ones included."""
-        return self.model_dump(exclude_unset=True, exclude={"model", "messages"})
+        if self._body is not None:
+            return {k: v for k, v in self._body.items() if k not in MODEL_AND_MESSAGES}
+        return self.model_dump(exclude_unset=True, exclude=set(MODEL_AND_MESSAGES))
 
     def upstream_messages(self) -> list[dict[str, Any]]:
         """The messages exactly as the caller sent them."""
+        if self._body is not None:
+            messages: list[dict[str, Any]] = self._body["messages"]
+            return messages
         return [message.model_dump(exclude_unset=True) for message in self.messages]
 
 

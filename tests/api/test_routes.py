@@ -752,3 +752,25 @@ async def test_server_timing_splits_gateway_and_upstream_time(client: httpx.Asyn
 
     assert re.fullmatch(r"gw;dur=[0-9.]+, upstream;dur=[0-9.]+", chat.headers["server-timing"])
     assert re.fullmatch(r"gw;dur=[0-9.]+", health.headers["server-timing"])
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_error_on_a_fastapi_route_is_the_same_500_envelope(
+    client: httpx.AsyncClient, provider: FakeProvider
+) -> None:
+    provider.error = RuntimeError("model list exploded with internal detail")
+
+    response = await client.get("/v1/models", headers={"x-request-id": "trace-500"})
+
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "trace-500"
+    assert response.json() == {
+        "error": {
+            "message": "The gateway hit an unexpected error. "
+            "Quote request id trace-500 when reporting it.",
+            "type": "api_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
+    assert (await client.get("/healthz")).status_code == 200

@@ -5,8 +5,8 @@ import time
 from types import TracebackType
 
 import uvicorn
-from fastapi import FastAPI
 from openai import OpenAI
+from starlette.types import ASGIApp
 
 from tests.fakes import GATEWAY_KEY
 
@@ -14,7 +14,7 @@ from tests.fakes import GATEWAY_KEY
 class GatewayServer:
     """Serves an app over real sockets for the duration of a `with` block."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         config = uvicorn.Config(
             app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
         )

@@ -56,7 +56,7 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:
-        return ChatCompletionRequest.model_validate(data)
+        return ChatCompletionRequest.from_body(data)
     except ValidationError as exc:
         raise invalid_request(exc.errors(include_url=False, include_input=False), data) from None
 

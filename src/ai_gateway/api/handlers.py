@@ -67,8 +67,14 @@ async def handle_http_exception(_: Request, exc: Exception) -> Response:
     return error_response(from_http_exception(exc))
 
 
+async def handle_unexpected(_: Request, exc: Exception) -> Response:
+    """The 500 envelope; Starlette re-raises the exception, and RequestContext logs it once."""
+    return error_response(internal_error(record_of_request().request_id))
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers; unexpected exceptions are caught by the request middleware."""
+    """Register the handlers for every kind of exception a FastAPI route can raise."""
+    app.add_exception_handler(Exception, handle_unexpected)
     app.add_exception_handler(GatewayError, handle_gateway_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(HTTPException, handle_http_exception)

@@ -5,9 +5,10 @@ import time
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from ai_gateway.api.auth import auth_bearer
 from ai_gateway.api.body import read_chat_request
-from ai_gateway.api.deps import CallerDep, RecordDep, RegistryDep, SettingsDep
-from ai_gateway.api.record import RequestRecord
+from ai_gateway.api.deps import CallerDep, RegistryDep, registry_of, settings_of
+from ai_gateway.api.record import RequestRecord, record_of_request
 from ai_gateway.api.streaming import open_event_stream
 from ai_gateway.config.constants import (
     CHAT_COMPLETIONS_PATH,
@@ -45,33 +46,30 @@ async def complete(
     return json_response(completion.model_dump(mode="json", exclude_unset=True), headers)
 
 
-@api_router.post(CHAT_COMPLETIONS_PATH)
-async def unified_chat_completions(
-    request: Request,
-    _: CallerDep,
-    settings: SettingsDep,
-    registry: RegistryDep,
-    record: RecordDep,
-) -> Response:
+async def unified_chat_completions(request: Request) -> Response:
     """`model` is `<provider>/<model id>`."""
-    body = await read_chat_request(request, settings.max_request_bytes)
-    provider, model_id = registry.resolve(body.model)
-    return await complete(provider, body.model_copy(update={"model": model_id}), record)
+    await auth_bearer(request)
+    body = await read_chat_request(request, settings_of(request).max_request_bytes)
+    provider, model_id = registry_of(request).resolve(body.model)
+    return await complete(
+        provider, body.model_copy(update={"model": model_id}), record_of_request()
+    )
 
 
-@api_router.post("/{provider_name}" + CHAT_COMPLETIONS_PATH)
-async def provider_chat_completions(
-    provider_name: str,
-    request: Request,
-    _: CallerDep,
-    settings: SettingsDep,
-    registry: RegistryDep,
-    record: RecordDep,
-) -> Response:
+async def provider_chat_completions(request: Request) -> Response:
     """`model` is the provider's own model id."""
-    provider = registry.provider(provider_name)
-    body = await read_chat_request(request, settings.max_request_bytes)
-    return await complete(provider, body, record)
+    await auth_bearer(request)
+    provider = registry_of(request).provider(request.path_params["provider_name"])
+    body = await read_chat_request(request, settings_of(request).max_request_bytes)
+    return await complete(provider, body, record_of_request())
+
+
+# The chat routes call auth themselves: api/hot_path.py serves them in front of FastAPI;
+# registered here as well, other methods on their paths get FastAPI's 405.
+api_router.add_route(CHAT_COMPLETIONS_PATH, unified_chat_completions, methods=["POST"])
+api_router.add_route(
+    "/{provider_name}" + CHAT_COMPLETIONS_PATH, provider_chat_completions, methods=["POST"]
+)
 
 
 def model_list(cards: list[ModelCard]) -> Response:
