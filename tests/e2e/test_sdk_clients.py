@@ -190,7 +190,10 @@ def test_upstream_bad_request_keeps_its_status_and_message(
 def test_mid_stream_cut_raises_in_the_openai_client_after_the_first_chunks(
     real_gateway: GatewayServer, fake_upstream: FakeUpstream
 ) -> None:
-    fake_upstream.reply(sse_reply(chunk_payloads(["one", "two", "three"]), drop_after=2))
+    # The cut comes a moment after the second chunk: a reset that overtakes unread data would
+    # (rightly) lose that data too, and make the test depend on timing.
+    cut = [*chunk_payloads(["one", "two", "three"])[:2], b""]
+    fake_upstream.reply(sse_reply(cut, done=False, chunk_delay=0.05, drop_after=3))
     stream = openai_client(real_gateway).chat.completions.create(
         model=f"cerebras/{MODEL}", messages=MESSAGES, stream=True
     )

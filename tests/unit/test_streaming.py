@@ -45,7 +45,7 @@ def test_done_frame() -> None:
 
 
 @pytest.mark.anyio
-async def test_frames_are_sent_in_order_then_an_empty_final_body() -> None:
+async def test_frames_ready_together_leave_in_one_final_write() -> None:
     closed: list[bool] = []
 
     async def frames() -> AsyncGenerator[bytes, None]:
@@ -68,12 +68,32 @@ async def test_frames_are_sent_in_order_then_an_empty_final_body() -> None:
     assert sent[0]["status"] == 200
     assert (b"x-test", b"1") in sent[0]["headers"]
     assert sent[1:] == [
-        {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True},
-        {"type": "http.response.body", "body": b"data: 2\n\n", "more_body": True},
-        {"type": "http.response.body", "body": DONE, "more_body": True},
-        {"type": "http.response.body", "body": b"", "more_body": False},
+        {
+            "type": "http.response.body",
+            "body": b"data: 1\n\ndata: 2\n\n" + DONE,
+            "more_body": False,
+        },
     ]
     assert closed == [True]
+
+
+@pytest.mark.anyio
+async def test_frames_that_arrive_apart_are_sent_apart_in_order() -> None:
+    async def frames() -> AsyncGenerator[bytes, None]:
+        for frame in (b"data: 1\n\n", b"data: 2\n\n"):
+            yield frame
+            await asyncio.sleep(0.01)
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(1):
+        await EventStreamResponse(frames(), headers={})(SCOPE, never_disconnects, send)
+
+    assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n", b""]
+    assert [m.get("more_body") for m in sent[1:]] == [True, True, False]
 
 
 @pytest.mark.anyio

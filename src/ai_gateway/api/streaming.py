@@ -2,7 +2,9 @@
 
 A failure before the first chunk propagates as an ordinary HTTP error: `open_event_stream` waits
 for that chunk before the 200 is sent. The response watches for the client going away and closes
-the chunk iterator (and with it the upstream stream) as soon as it does.
+the chunk iterator (and with it the upstream stream) as soon as it does. Frames that are ready
+together (an upstream burst) leave in one write: each write wakes the client, and on a loaded
+machine that costs more than the gateway's own work for a frame.
 """
 
 import asyncio
@@ -22,6 +24,8 @@ from ai_gateway.schemas import ChatCompletionChunk
 log = structlog.get_logger(__name__)
 
 DONE = b"data: [DONE]\n\n"
+# Frames read ahead of a slow client before the upstream is no longer read (backpressure).
+MAX_PENDING_FRAMES = 64
 SSE_HEADERS = {
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
@@ -126,7 +130,28 @@ class EventStreamResponse(StreamingResponse):
                 await streamer
 
     async def _stream(self, send: Send) -> None:
-        async with aclosing(self.frames) as frames:
-            async for frame in frames:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        """Send frames as they come; frames that are ready together leave in one write."""
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=MAX_PENDING_FRAMES)
+        producer = asyncio.ensure_future(self._produce(queue))
+        try:
+            is_last = False
+            while not is_last:
+                batch = [await queue.get()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                is_last = batch[-1] is None
+                body = b"".join(frame for frame in batch if frame is not None)
+                await send({"type": "http.response.body", "body": body, "more_body": not is_last})
+        finally:
+            producer.cancel()
+            with suppress(asyncio.CancelledError):
+                await producer
+
+    async def _produce(self, queue: "asyncio.Queue[bytes | None]") -> None:
+        """Read frames ahead of the sender, at most MAX_PENDING_FRAMES of them."""
+        try:
+            async with aclosing(self.frames) as frames:
+                async for frame in frames:
+                    await queue.put(frame)
+        finally:
+            await queue.put(None)  # also after a failure, so the sender stops
