@@ -5,6 +5,7 @@ through instead of causing a 400. The request is validated strictly: a mistyped 
 caller's error, not something to coerce.
 """
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -248,33 +249,28 @@ class ChatCompletionResponse(ResponseModel):
     system_fingerprint: str | None = None
 
 
-class Delta(ResponseModel):
-    """The increment a stream chunk carries."""
+@dataclass(frozen=True, slots=True)
+class ChatCompletionChunk:
+    """One normalised `chat.completion.chunk`, sent exactly as `data` holds it.
 
-    role: str | None = None
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    A plain value, not a pydantic model: a stream carries many chunks, and validating and then
+    dumping a model for each cost more than everything else the gateway does for a chunk.
+    `providers/responses.py` checks the shape instead.
+    """
 
+    data: dict[str, Any]
 
-class ChunkChoice(ResponseModel):
-    """One choice's increment in a stream chunk."""
+    @property
+    def id(self) -> str:
+        """The completion id every chunk of the stream shares."""
+        chunk_id: str = self.data["id"]
+        return chunk_id
 
-    index: int
-    delta: Delta
-    finish_reason: FinishReason | None
-    logprobs: dict[str, Any] | None = None
-
-
-class ChatCompletionChunk(ResponseModel):
-    """One server-sent event of a streaming chat completion."""
-
-    id: str
-    object: Literal["chat.completion.chunk"]
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
+    @property
+    def usage(self) -> Usage | None:
+        """Token counts, on the usage chunk only."""
+        usage = self.data.get("usage")
+        return None if usage is None else Usage.model_validate(usage)
 
 
 class ModelCard(ResponseModel):

@@ -300,7 +300,7 @@ async def test_mapped_chunks_are_valid_and_match_the_completion(overrides: dict[
     completion = await provider.chat_completions(chat_request(**overrides))
 
     bodies = [
-        chunk.model_dump(mode="json", exclude_unset=True)
+        chunk.data
         async for chunk in provider.stream_chat_completions(chat_request(stream=True, **overrides))
     ]
 

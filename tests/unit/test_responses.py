@@ -33,11 +33,7 @@ ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 def feed_all(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every OpenAI chunk one normalizer makes of `chunks`, as JSON, each spec-checked."""
     normalizer = ChunkNormalizer("cerebras")
-    out = [
-        chunk.model_dump(mode="json", exclude_unset=True)
-        for data in chunks
-        for chunk in normalizer.feed(data)
-    ]
+    out = [chunk.data for data in chunks for chunk in normalizer.feed(data)]
     for body in out:
         assert_chunk(body)
     return out
@@ -504,3 +500,35 @@ def test_upstream_field_param(body: object, expected: str | None) -> None:
 
 def test_upstream_field_stringifies_codes() -> None:
     assert upstream_field({"error": {"code": 400}}, "code") == "400"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"choices": ["not an object"]},
+        {"choices": [{"index": 0, "delta": {"content": 5}}]},
+        {"choices": [{"index": 0, "delta": {"role": ["assistant"]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": {"id": "x"}}}]},
+        {"choices": [{"index": "0", "delta": {}}]},
+        {"model": None},
+        {"usage": {"prompt_tokens": "3", "completion_tokens": 1}},
+    ],
+    ids=["choice", "content", "role", "tool-calls", "index", "model", "usage"],
+)
+def test_chunks_of_the_wrong_shape_are_malformed_not_crashes(change: dict[str, Any]) -> None:
+    data = {"id": "c", "created": 1, "model": "m", "choices": [], **change}
+
+    with pytest.raises(ProviderError) as info:
+        ChunkNormalizer("cerebras").feed(data)
+
+    assert info.value.status_code == 502
+    assert "malformed" in info.value.message
+
+
+def test_a_completion_with_numeric_string_usage_is_served_with_integers() -> None:
+    payload = completion_payload(usage={"prompt_tokens": "3", "completion_tokens": 1})
+
+    body = to_completion("cerebras", payload).model_dump(mode="json", exclude_unset=True)
+
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    assert_completion(body)

@@ -43,10 +43,9 @@ def encode_chunk(chunk: ChatCompletionChunk, *, include_usage: bool) -> bytes:
 
     With `include_usage`, OpenAI sends `usage: null` on every chunk but the usage chunk.
     """
-    data = chunk.model_dump(mode="json", exclude_unset=True)
-    if include_usage:
-        data.setdefault("usage", None)
-    return encode_event(data)
+    if include_usage and "usage" not in chunk.data:
+        return encode_event({**chunk.data, "usage": None})
+    return encode_event(chunk.data)
 
 
 def encode_error(error: GatewayError) -> bytes:

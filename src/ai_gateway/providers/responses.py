@@ -7,6 +7,7 @@ the one place that fills those gaps; anything that still does not fit is a malfo
 
 import time
 import uuid
+from contextlib import suppress
 from typing import Any
 
 from pydantic import ValidationError
@@ -56,7 +57,8 @@ def usage_of(value: object) -> dict[str, Any]:
         return dict(ZERO_USAGE)
     usage = {**ZERO_USAGE, **value}
     if "total_tokens" not in value:
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        with suppress(TypeError, ValueError):  # mistyped counts are left to validation
+            usage["total_tokens"] = int(usage["prompt_tokens"]) + int(usage["completion_tokens"])
     return usage
 
 
@@ -132,7 +134,7 @@ class ChunkNormalizer:
             "created": created_of(data),
             "choices": [chunk_choice(c) for c in data.get("choices") or []],
         }
-        self.is_finished |= any(c["finish_reason"] for c in chunk["choices"])
+        self.is_finished |= any(c.get("finish_reason") for c in chunk["choices"])
         usage = chunk.pop("usage", None)
         out = [chunk] if chunk["choices"] or usage is None else []
         if usage is not None:
@@ -146,7 +148,29 @@ class ChunkNormalizer:
             raise malformed(self._provider, "the stream ended before the answer finished")
 
     def _validated(self, chunk: dict[str, Any]) -> ChatCompletionChunk:
-        try:
-            return ChatCompletionChunk.model_validate(chunk)
-        except ValidationError as exc:
-            raise malformed(self._provider, "not a chat completion chunk") from exc
+        if not is_chunk_shaped(chunk):
+            raise malformed(self._provider, "not a chat completion chunk")
+        return ChatCompletionChunk(chunk)
+
+
+def is_chunk_shaped(chunk: dict[str, Any]) -> bool:
+    """What OpenAI clients rely on in a normalised chunk (checked by hand: see schemas.py)."""
+    usage = chunk.get("usage")
+    return (
+        isinstance(chunk["id"], str)
+        and isinstance(chunk.get("model"), str)
+        and all(is_choice_shaped(choice) for choice in chunk["choices"])
+        and (usage is None or all(isinstance(usage.get(k), int) for k in ZERO_USAGE))
+    )
+
+
+def is_choice_shaped(choice: dict[str, Any]) -> bool:
+    """A stream choice: an integer index and a delta object with text (or null) content."""
+    delta = choice.get("delta")
+    return (
+        isinstance(choice.get("index"), int)
+        and isinstance(delta, dict)
+        and isinstance(delta.get("content"), str | None)
+        and isinstance(delta.get("role"), str | None)
+        and isinstance(delta.get("tool_calls", []), list)
+    )
