@@ -1,0 +1,1 @@
+"""The gateway's benchmark: a fast fake upstream, load generators and the orchestrator."""

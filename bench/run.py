@@ -1,0 +1,640 @@
+"""One side-by-side benchmark run: the fake upstream called directly, and through the gateway.
+
+Starts the fake upstream and one gateway process per transport (`CEREBRAS_CLIENT=native|sdk`,
+real mode, auth on, LOG_LEVEL=info), each on its own port, then measures every case (JSON with a
+2-message body at each concurrency, JSON with a 50-message body at concurrency 1, streams at each
+concurrency) for every target in turn, repetition by repetition, and reports medians. Writes
+`<out>/latest.json`, `<out>/latest.md` and the chart. `--soak SECONDS` instead runs each gateway
+at a fixed request rate and samples its RSS every 5 s (`<out>/soak.json`, `<out>/soak.md`).
+
+    python -m bench.run [--duration 10] [--reps 3] [--warmup 2] [--concurrency 1,16,64]
+                        [--transports native,sdk] [--quick] [--soak 300] [--out bench/results]
+"""
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.bodies import body_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = ROOT / "bench" / "post.lua"
+MODEL = "gpt-oss-120b"
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+QUIET_CORES = 0.15
+RSS_SAMPLE_S = 5.0
+
+
+@dataclass
+class Target:
+    """Where a measurement sends its requests: the upstream directly, or one gateway."""
+
+    name: str
+    port: int
+    path: str
+    model: str
+    key: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}{self.path}"
+
+
+@dataclass
+class Case:
+    """One load shape: JSON (2 or 50 messages) or streams, at one concurrency."""
+
+    kind: str  # "json" or "stream"
+    body: str  # "2" or "50" messages
+    concurrency: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}-{self.body}msg-c{self.concurrency}"
+
+
+@dataclass
+class Run:
+    """The processes this run started (stopped by PID at the end) and shared settings."""
+
+    args: argparse.Namespace
+    out: Path
+    wrk: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    bodies: dict[str, Path] = field(default_factory=dict)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (medians are reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per measurement")
+    parser.add_argument("--concurrency", default="1,16,64", help="comma-separated")
+    parser.add_argument("--transports", default="native,sdk", help="CEREBRAS_CLIENT values")
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument("--route", choices=["unified", "cerebras"], default="unified")
+    parser.add_argument("--quick", action="store_true", help="1 rep x 2 s, no warm-up (smoke)")
+    parser.add_argument("--soak", type=int, default=0, metavar="SECONDS", help="soak mode")
+    parser.add_argument("--soak-rate", type=float, default=500.0, help="soak requests/s")
+    parser.add_argument("--quiet-wait", type=float, default=30.0, help="max s to wait for quiet")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results")
+    parser.add_argument("--chart", type=Path, default=None, help="default docs/benchmark.png")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps, args.duration, args.warmup, args.quiet_wait = 1, 2, 0, 0.0
+    args.out = args.out or ROOT / "bench" / "results" / ("smoke" if args.quick else "")
+    args.chart = args.chart or (args.out / "benchmark.png" if args.quick else None)
+    args.chart = args.chart or ROOT / "docs" / "benchmark.png"
+    args.concurrency = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    args.transports = [t.strip() for t in str(args.transports).split(",") if t.strip()]
+    return args
+
+
+# Processes ------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    """The wrk binary, installed from the distribution's packages when missing."""
+    if path := shutil.which("wrk"):
+        return path
+    print("wrk not found: apt-get install -y wrk", flush=True)
+    install = ["apt-get", "install", "-y", "wrk"]
+    if subprocess.run(install, check=False, timeout=600).returncode != 0:
+        subprocess.run(["apt-get", "update"], check=False, timeout=600)
+        subprocess.run(install, check=True, timeout=600)
+    if path := shutil.which("wrk"):
+        return path
+    raise SystemExit("wrk is not installed and could not be installed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct child PIDs (uvicorn's workers under its supervisor)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(p) for p in task.read_text().split()]
+    return found
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process this run started, and any children it left, by PID."""
+    kids = children_of(proc.pid)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    for kid in kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(kid, signal.SIGKILL)
+
+
+def start(run: Run, cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> Any:
+    """Start a long-running process with its output appended to `log`."""
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            cmd, stdout=sink, stderr=sink, env=env, cwd=cwd, start_new_session=True
+        )
+    run.procs.append(proc)
+    return proc
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, key: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One plain HTTP request to 127.0.0.1."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"process exited ({proc.returncode}); see {log}:\n{tail(log)}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if request(port, "GET", path)[0] < 500:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"not ready after 30 s; see {log}:\n{tail(log)}")
+
+
+def tail(path: Path, size: int = 2000) -> str:
+    with contextlib.suppress(OSError):
+        return path.read_bytes()[-size:].decode(errors="replace")
+    return ""
+
+
+def gateway_env(transport: str, upstream_port: int, key: str) -> dict[str, str]:
+    """The environment of one gateway: real mode against the fake upstream, auth on."""
+    env = {k: v for k, v in os.environ.items() if k not in {"CI", "CEREBRAS_MOCK"}}
+    return env | {
+        "CEREBRAS_API_KEY": "csk-bench-upstream-key",
+        "CEREBRAS_BASE_URL": f"http://{HOST}:{upstream_port}",
+        "CEREBRAS_MOCK": "false",
+        "CEREBRAS_CLIENT": transport,
+        "GATEWAY_API_KEYS": key,
+        "AI_GATEWAY_ENV": "production",
+        "LOG_LEVEL": "info",
+        "LOG_FORMAT": "json",
+    }
+
+
+def start_targets(run: Run, workdir: Path) -> list[Target]:
+    """The fake upstream (the `direct` target) and one gateway per transport."""
+    logs = run.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    up_port = free_port()
+    up_log = logs / "upstream.log"
+    up_log.write_bytes(b"")
+    cmd = [sys.executable, "-m", "bench.upstream", "--port", str(up_port)]
+    env = dict(os.environ) | {"PYTHONPATH": str(ROOT)}
+    upstream = start(run, cmd, up_log, env, ROOT)
+    wait_ready(upstream, up_port, "/v1/models", up_log)
+    targets = [Target("direct", up_port, "/v1/chat/completions", MODEL, proc=upstream)]
+    key = "sk-bench-" + secrets.token_hex(12)
+    gateway = Path(sys.executable).with_name("ai-gateway")
+    for transport in run.args.transports:
+        port, log = free_port(), logs / f"gateway-{transport}.log"
+        log.write_bytes(b"")
+        cmd = [str(gateway), "serve", "--host", HOST, "--port", str(port)]
+        if run.args.workers > 1:
+            cmd += ["--workers", str(run.args.workers)]
+        proc = start(run, cmd, log, gateway_env(transport, up_port, key), workdir)
+        wait_ready(proc, port, "/healthz", log)
+        unified = run.args.route == "unified"
+        path = "/v1/chat/completions" if unified else "/cerebras/v1/chat/completions"
+        model = f"cerebras/{MODEL}" if unified else MODEL
+        targets.append(Target(transport, port, path, model, key, proc, log))
+    return targets
+
+
+def check_target(target: Target) -> dict[str, Any]:
+    """One JSON and one streamed request must succeed in real mode; returns what was seen."""
+    plain = body_bytes("2", target.model)
+    status, headers, data = request(target.port, "POST", target.path, plain, target.key)
+    if status != 200 or b'"choices"' not in data or "x-ai-gateway-mock" in headers:
+        raise SystemExit(f"{target.name}: bad answer {status} {headers} {data[:300]!r}")
+    stream = body_bytes("2", target.model, stream=True)
+    s_status, _, s_data = request(target.port, "POST", target.path, stream, target.key)
+    if s_status != 200 or not s_data.rstrip().endswith(b"data: [DONE]"):
+        raise SystemExit(f"{target.name}: bad stream {s_status} {s_data[-300:]!r}")
+    return {"server_timing": headers.get("server-timing"), "stream_events": s_data.count(b"data:")}
+
+
+def server_timing(target: Target, count: int) -> dict[str, float] | None:
+    """Medians of the gateway's `Server-Timing` (gw = its own time, upstream) at c=1."""
+    body = body_bytes("2", target.model)
+    figures: dict[str, list[float]] = {"gw": [], "upstream": []}
+    for _ in range(count):
+        header = request(target.port, "POST", target.path, body, target.key)[1].get("server-timing")
+        if not header:
+            return None
+        for part in header.split(","):
+            name, _, dur = part.strip().partition(";dur=")
+            with contextlib.suppress(ValueError):
+                figures.setdefault(name, []).append(float(dur))
+    return {f"{k}_ms": round(statistics.median(v), 3) for k, v in figures.items() if v}
+
+
+def transport_setting_known() -> bool | None:
+    """Whether the gateway's settings read CEREBRAS_CLIENT (else every row runs the SDK)."""
+    code = (
+        "from ai_gateway.config.config import Settings\n"
+        "print('cerebras_client' in Settings.model_fields)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    return {"True": True, "False": False}.get(done.stdout.strip())
+
+
+# CPU and memory -------------------------------------------------------------------------------
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return 0.0
+
+
+def system_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLK_TCK
+
+
+class CpuMeter:
+    """CPU used by other processes (not this run's) while a measurement runs, in cores."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.started = time.monotonic()
+        self.busy = system_busy_s()
+        self.ours = self.ours_s()
+
+    def ours_s(self) -> float:
+        pids = [p for pid in self.pids for p in (pid, *children_of(pid))]
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return sum(map(proc_cpu_s, pids)) + sum((r.ru_utime + r.ru_stime) for r in (own, kids))
+
+    def foreign_cores(self) -> float:
+        elapsed = max(time.monotonic() - self.started, 1e-3)
+        foreign = (system_busy_s() - self.busy) - (self.ours_s() - self.ours)
+        return round(max(foreign, 0.0) / elapsed, 3)
+
+
+def wait_quiet(pids: list[int], limit_s: float) -> float:
+    """Wait (up to `limit_s`) until other processes use less than QUIET_CORES; seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        meter = CpuMeter(pids)
+        time.sleep(0.5)
+        if meter.foreign_cores() < QUIET_CORES:
+            break
+    return round(time.monotonic() - started, 1)
+
+
+def status_kib(pid: int, field_name: str) -> int:
+    """A `VmHWM`/`VmRSS` figure of /proc/<pid>/status in KiB (0 if gone)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def gateway_kib(proc: subprocess.Popen[bytes], field_name: str) -> int:
+    """The gateway's figure: the sum over its workers with --workers, else the process's."""
+    workers = children_of(proc.pid)
+    return sum(status_kib(pid, field_name) for pid in (workers or [proc.pid]))
+
+
+# Measurements ---------------------------------------------------------------------------------
+
+
+def run_wrk(run: Run, target: Target, case: Case, seconds: int) -> dict[str, Any]:
+    """wrk with bench/post.lua; -t1 at concurrency 1, else -t2 (the machine has 2 cores)."""
+    threads = 1 if case.concurrency == 1 else 2
+    body = run.bodies[f"{case.body}-{target.model}"]
+    cmd = [run.wrk, f"-t{threads}", f"-c{case.concurrency}", f"-d{seconds}s", "--timeout", "10s"]
+    cmd += ["-s", str(LUA), target.url, "--", f"body={body}"]
+    cmd += [f"key={target.key}"] if target.key else []
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    line = [x for x in done.stdout.splitlines() if x.startswith("{")][-1]
+    data = json.loads(line)
+    lat = data["latency_ms"]
+    return {
+        "rps": data["rps"],
+        "requests": data["requests"],
+        "errors": sum(data["errors"].values()),
+        "error_kinds": data["errors"],
+        **{k: lat[k] for k in ("p50", "p90", "p99")},
+    }
+
+
+def run_streams(target: Target, case: Case, seconds: int) -> dict[str, Any]:
+    """bench.stream_client: streams/s and time to first event (p50/p90/p99 are TTFE)."""
+    cmd = [sys.executable, "-m", "bench.stream_client", "--url", target.url]
+    cmd += ["--model", target.model, "--concurrency", str(case.concurrency)]
+    cmd += ["--duration", str(seconds)]
+    cmd += ["--key", target.key] if target.key else []
+    env = dict(os.environ) | {"PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + 90, check=True, env=env
+    )
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "rps": data["streams_per_s"],
+        "requests": data["streams"],
+        "errors": data["errors"],
+        "events_per_stream": data["events_per_stream"],
+        **data["ttfe_ms"],
+        "total_p50": data["total_ms"]["p50"],
+    }
+
+
+def log_counts(target: Target) -> dict[str, int]:
+    """Request, warning and error lines the gateway logged since the last call (then emptied)."""
+    if target.log is None:
+        return {}
+    data = target.log.read_bytes()
+    os.truncate(target.log, 0)
+    return {
+        "log_requests": data.count(b'"event":"request"'),
+        "log_warnings": data.count(b'"level":"warning"'),
+        "log_errors": data.count(b'"level":"error"'),
+    }
+
+
+def server_cpu_s(target: Target) -> float:
+    """CPU seconds of the measured server: the gateway (with its workers) or the upstream."""
+    if target.proc is None:
+        return 0.0
+    return sum(proc_cpu_s(pid) for pid in (target.proc.pid, *children_of(target.proc.pid)))
+
+
+def measure(run: Run, target: Target, case: Case, pids: list[int]) -> dict[str, Any]:
+    """Warm up, then one measured repetition; with the CPU it cost and what others took."""
+    args = run.args
+    waited = wait_quiet(pids, args.quiet_wait)
+    load = run_streams if case.kind == "stream" else partial(run_wrk, run)
+    if args.warmup:
+        load(target, case, args.warmup)
+    log_counts(target)
+    meter, cpu_before = CpuMeter(pids), server_cpu_s(target)
+    result = load(target, case, args.duration)
+    cpu_us = (server_cpu_s(target) - cpu_before) * 1e6 / max(result["requests"], 1)
+    result |= {"cpu_us_per_req": round(cpu_us, 1), "foreign_cores": meter.foreign_cores()}
+    result["quiet_wait_s"] = waited
+    if target.proc is not None and target.name != "direct":
+        result["rss_peak_mib"] = round(gateway_kib(target.proc, "VmHWM") / 1024, 1)
+        result |= log_counts(target)
+    return result
+
+
+def cases_of(args: argparse.Namespace) -> list[Case]:
+    cases = [Case("json", "2", c) for c in args.concurrency]
+    if 1 in args.concurrency:
+        cases.append(Case("json", "50", 1))
+    return cases + [Case("stream", "2", c) for c in args.concurrency]
+
+
+def run_matrix(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
+    """Every case, repetition by repetition, every target in turn (so drift hits all alike)."""
+    pids = [t.proc.pid for t in targets if t.proc is not None]
+    rows: list[dict[str, Any]] = []
+    for case in cases_of(run.args):
+        for rep in range(run.args.reps):
+            for target in targets:
+                result = measure(run, target, case, pids)
+                row: dict[str, Any] = {"case": case.key, "kind": case.kind, "body": case.body}
+                row |= {"concurrency": case.concurrency, "target": target.name, "rep": rep}
+                rows.append(row | result)
+                print(report.progress_line(rows[-1]), flush=True)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Medians over repetitions; deltas against `direct` in the same case."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["case"], row["target"]), []).append(row)
+    summary: list[dict[str, Any]] = []
+    for reps in groups.values():
+        first = reps[0]
+        entry = {k: first[k] for k in ("case", "kind", "body", "concurrency", "target")}
+        for name in (
+            "rps",
+            "p50",
+            "p90",
+            "p99",
+            "total_p50",
+            "events_per_stream",
+            "cpu_us_per_req",
+        ):
+            if name in first:
+                entry[name] = round(statistics.median(r[name] for r in reps), 3)
+        entry["errors"] = sum(r["errors"] for r in reps)
+        entry["reps"] = len(reps)
+        entry["foreign_cores_max"] = max(r["foreign_cores"] for r in reps)
+        if "rss_peak_mib" in first:
+            entry["rss_peak_mib"] = max(r["rss_peak_mib"] for r in reps)
+        summary.append(entry)
+    direct = {s["case"]: s for s in summary if s["target"] == "direct"}
+    for entry in summary:
+        base = direct.get(entry["case"])
+        if base is not None and entry["target"] != "direct":
+            entry["d_p50"] = round(entry["p50"] - base["p50"], 3)
+            entry["d_p99"] = round(entry["p99"] - base["p99"], 3)
+    return summary
+
+
+# Soak -----------------------------------------------------------------------------------------
+
+
+def soak_one(target: Target, args: argparse.Namespace) -> dict[str, Any]:
+    """Fixed-rate load for `args.soak` seconds; the gateway's RSS sampled every 5 s."""
+    assert target.proc is not None  # noqa: S101 - gateways always have a process
+    base = [sys.executable, "-m", "bench.soak_client", "--url", target.url, "--model", target.model]
+    base += ["--key", target.key or "", "--rate", str(args.soak_rate)]
+    env = dict(os.environ) | {"PYTHONPATH": str(ROOT)}
+    warm = [*base, "--duration", str(max(args.warmup, 5))]
+    subprocess.run(warm, capture_output=True, timeout=args.warmup + 120, check=True, env=env)
+    log_counts(target)
+    client = subprocess.Popen(
+        [*base, "--duration", str(args.soak)], stdout=subprocess.PIPE, env=env
+    )
+    samples: list[tuple[float, float]] = []
+    began = time.monotonic()
+    try:
+        while client.poll() is None and time.monotonic() - began < args.soak + 120:
+            rss = gateway_kib(target.proc, "VmRSS") / 1024
+            samples.append((round(time.monotonic() - began, 1), round(rss, 1)))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                client.wait(timeout=RSS_SAMPLE_S)
+        out = client.communicate(timeout=120)[0].decode()
+    finally:
+        stop(client)
+    load = json.loads(out.strip().splitlines()[-1])
+    values = [rss for _, rss in samples]
+    first = values[0]
+    return {
+        "target": target.name,
+        "seconds": args.soak,
+        "rate": args.soak_rate,
+        "load": load,
+        "rss_samples_mib": samples,
+        "rss_min_mib": min(values),
+        "rss_max_mib": max(values),
+        "rss_first_mib": first,
+        "rss_last_mib": values[-1],
+        "within_10pct": all(0.9 * first <= v <= 1.1 * first for v in values),
+        "rss_peak_mib": round(gateway_kib(target.proc, "VmHWM") / 1024, 1),
+        **log_counts(target),
+    }
+
+
+# Main -----------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "wrk": (wrk.stdout + wrk.stderr).splitlines()[0] if (wrk.stdout + wrk.stderr) else "",
+    }
+
+
+def git_commit() -> str:
+    """The commit measured, marked when src/ has uncommitted changes (read-only git calls)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "src")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in src/" if dirty else "")
+
+
+@contextlib.contextmanager
+def stopped_on_exit(run: Run) -> Iterator[None]:
+    """Stop every process this run started, whatever happens (SIGTERM included)."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield
+    finally:
+        for proc in reversed(run.procs):
+            stop(proc)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = Run(args, args.out, ensure_wrk())
+    meta: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(),
+        "transport_setting_known": transport_setting_known(),
+        "config": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "chart"
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir, stopped_on_exit(run):
+        for kind in ("2", "50"):
+            for model in (MODEL, f"cerebras/{MODEL}"):
+                path = Path(workdir) / f"body-{kind}-{model.replace('/', '_')}.json"
+                path.write_bytes(body_bytes(kind, model))
+                run.bodies[f"{kind}-{model}"] = path
+        targets = start_targets(run, Path(workdir))
+        meta["checks"] = {t.name: check_target(t) for t in targets}
+        if args.soak:
+            soak = [soak_one(t, args) for t in targets if t.name != "direct"]
+            result = {"meta": meta, "soak": soak}
+            write(args.out / "soak.json", json.dumps(result, indent=2))
+            write(args.out / "soak.md", report.soak_markdown(result))
+            print(report.soak_markdown(result))
+            return
+        probes = 50 if args.quick else 300
+        meta["server_timing"] = {
+            t.name: server_timing(t, probes) for t in targets if t.name != "direct"
+        }
+        rows = run_matrix(run, targets)
+    result = {"meta": meta, "summary": summarise(rows), "measurements": rows}
+    soak_path = args.out / "soak.json"
+    soak_result = json.loads(soak_path.read_text()) if soak_path.exists() else None
+    markdown = report.markdown(result, soak_result)
+    write(args.out / "latest.json", json.dumps(result, indent=2))
+    write(args.out / "latest.md", markdown)
+    report.chart(result, args.chart)
+    print(markdown)
+    print(f"wrote {args.out / 'latest.json'}, {args.out / 'latest.md'}, {args.chart}")
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + ("" if text.endswith("\n") else "\n"))
+
+
+if __name__ == "__main__":
+    main()
