@@ -90,16 +90,10 @@ def as_api(client: RecordingClient) -> CerebrasAPI:
     return api
 
 
-def dumped(model: Any) -> dict[str, Any]:
-    """A response model as the routes serialise it."""
-    body: dict[str, Any] = model.model_dump(mode="json", exclude_unset=True)
-    return body
-
-
 async def complete(client: RecordingClient, **overrides: Any) -> dict[str, Any]:
     """One completion through the provider, as the caller sees it (validated twice)."""
     provider = CerebrasProvider(as_api(client))
-    body = dumped(await provider.chat_completions(chat_request(**overrides)))
+    body = (await provider.chat_completions(chat_request(**overrides))).data
     assert_completion(body)
     OpenAIChatCompletion.model_validate(body)
     return body

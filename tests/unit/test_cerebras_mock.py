@@ -286,7 +286,7 @@ async def test_mapped_completion_is_valid(overrides: dict[str, Any]) -> None:
 
     completion = await provider.chat_completions(chat_request(**overrides))
 
-    body = completion.model_dump(mode="json", exclude_unset=True)
+    body = completion.data
     assert_completion(body)
     OpenAIChatCompletion.model_validate(body)
     assert body["system_fingerprint"] == MOCK_FINGERPRINT
@@ -307,12 +307,13 @@ async def test_mapped_chunks_are_valid_and_match_the_completion(overrides: dict[
     for body in bodies:
         assert_chunk(body)
         OpenAIChatCompletionChunk.model_validate(body)
+    choice = completion.data["choices"][0]
     assert {body["id"] for body in bodies} == {completion.id}
-    assert streamed_text(bodies) == (completion.choices[0].message.content or "")
+    assert streamed_text(bodies) == (choice["message"]["content"] or "")
     assert bodies[-1]["choices"] == []
-    assert bodies[-1]["usage"] == completion.usage.model_dump()
+    assert bodies[-1]["usage"] == completion.data["usage"]
     assert [b["choices"][0]["finish_reason"] for b in bodies[:-1]] == [None] * (len(bodies) - 2) + [
-        completion.choices[0].finish_reason
+        choice["finish_reason"]
     ]
 
 

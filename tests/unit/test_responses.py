@@ -260,7 +260,7 @@ def test_error_in_body_uses_the_status_code() -> None:
 def test_to_completion_is_spec_valid_and_keeps_unknown_fields() -> None:
     payload = completion_payload(future_field=[1])
 
-    body = to_completion("cerebras", payload).model_dump(mode="json", exclude_unset=True)
+    body = to_completion("cerebras", payload).data
 
     assert_completion(body)
     assert body["future_field"] == [1]
@@ -511,7 +511,7 @@ def test_upstream_field_stringifies_codes() -> None:
         {"choices": [{"index": 0, "delta": {"tool_calls": {"id": "x"}}}]},
         {"choices": [{"index": "0", "delta": {}}]},
         {"model": None},
-        {"usage": {"prompt_tokens": "3", "completion_tokens": 1}},
+        {"usage": {"prompt_tokens": "many", "completion_tokens": 1}},
     ],
     ids=["choice", "content", "role", "tool-calls", "index", "model", "usage"],
 )
@@ -528,7 +528,27 @@ def test_chunks_of_the_wrong_shape_are_malformed_not_crashes(change: dict[str, A
 def test_a_completion_with_numeric_string_usage_is_served_with_integers() -> None:
     payload = completion_payload(usage={"prompt_tokens": "3", "completion_tokens": 1})
 
-    body = to_completion("cerebras", payload).model_dump(mode="json", exclude_unset=True)
+    body = to_completion("cerebras", payload).data
 
     assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
     assert_completion(body)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"choices": [{"index": 0, "message": {"role": "user", "content": "x"}}]},
+        {"choices": [{"index": 0, "message": {"content": 3}}]},
+        {"choices": [{"index": 0, "message": {"content": "x", "tool_calls": "f()"}}]},
+        {"choices": [{"index": 0, "message": {"content": "x"}, "logprobs": "none"}]},
+        {"system_fingerprint": 7},
+        {"usage": {"prompt_tokens": "many", "completion_tokens": 1}},
+    ],
+    ids=["role", "content", "tool-calls", "logprobs", "fingerprint", "usage"],
+)
+def test_completions_of_the_wrong_shape_are_malformed(change: dict[str, Any]) -> None:
+    with pytest.raises(ProviderError) as info:
+        to_completion("cerebras", completion_payload(**change))
+
+    assert info.value.status_code == 502
+    assert "malformed" in info.value.message

@@ -43,7 +43,7 @@ async def complete(
     completion = await provider.chat_completions(body)
     record.note_upstream(started)
     record.usage = completion.usage
-    return json_response(completion.model_dump(mode="json", exclude_unset=True), headers)
+    return json_response(completion.data, headers)
 
 
 async def unified_chat_completions(request: Request) -> Response:

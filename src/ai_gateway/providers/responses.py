@@ -10,8 +10,6 @@ import uuid
 from contextlib import suppress
 from typing import Any
 
-from pydantic import ValidationError
-
 from ai_gateway.errors import GatewayError
 from ai_gateway.providers.base import from_upstream_status, malformed
 from ai_gateway.schemas import (
@@ -56,9 +54,12 @@ def usage_of(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         return dict(ZERO_USAGE)
     usage = {**ZERO_USAGE, **value}
+    for name in ZERO_USAGE:
+        with suppress(TypeError, ValueError):  # numeric strings become numbers; the rest is
+            usage[name] = int(usage[name])  # left for the shape check to reject
     if "total_tokens" not in value:
-        with suppress(TypeError, ValueError):  # mistyped counts are left to validation
-            usage["total_tokens"] = int(usage["prompt_tokens"]) + int(usage["completion_tokens"])
+        with suppress(TypeError):
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return usage
 
 
@@ -93,10 +94,39 @@ def to_completion(provider: str, data: dict[str, Any]) -> ChatCompletionResponse
     }
     if not normalised["choices"]:
         raise malformed(provider, "no choices")
-    try:
-        return ChatCompletionResponse.model_validate(normalised)
-    except ValidationError as exc:
-        raise malformed(provider, "not a chat completion") from exc
+    if not is_completion_shaped(normalised):
+        raise malformed(provider, "not a chat completion")
+    return ChatCompletionResponse(normalised)
+
+
+def is_completion_shaped(completion: dict[str, Any]) -> bool:
+    """What OpenAI clients rely on in a normalised completion (checked by hand: see schemas.py)."""
+    return (
+        isinstance(completion["id"], str)
+        and isinstance(completion.get("model"), str)
+        and isinstance(completion.get("system_fingerprint"), str | None)
+        and all(is_message_choice(choice) for choice in completion["choices"])
+        and is_usage_shaped(completion["usage"])
+    )
+
+
+def is_message_choice(choice: dict[str, Any]) -> bool:
+    """A completion choice: an index and an assistant message with text (or null) content."""
+    message = choice.get("message")
+    return (
+        isinstance(choice.get("index"), int)
+        and isinstance(message, dict)
+        and message.get("role") == "assistant"
+        and isinstance(message.get("content"), str | None)
+        and isinstance(message.get("refusal"), str | None)
+        and isinstance(message.get("tool_calls", []), list)
+        and isinstance(choice.get("logprobs"), dict | None)
+    )
+
+
+def is_usage_shaped(usage: object) -> bool:
+    """All three token counts, as integers."""
+    return isinstance(usage, dict) and all(isinstance(usage.get(k), int) for k in ZERO_USAGE)
 
 
 def chunk_choice(choice: object) -> dict[str, Any]:
@@ -160,7 +190,7 @@ def is_chunk_shaped(chunk: dict[str, Any]) -> bool:
         isinstance(chunk["id"], str)
         and isinstance(chunk.get("model"), str)
         and all(is_choice_shaped(choice) for choice in chunk["choices"])
-        and (usage is None or all(isinstance(usage.get(k), int) for k in ZERO_USAGE))
+        and (usage is None or is_usage_shaped(usage))
     )
 
 
