@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from bench.bodies import body_bytes
-from bench.stream_client import headers_for, percentiles
+from bench.stream_client import headers_for, percentiles, run_fast
 
 TICK_S = 0.005
 
@@ -90,13 +90,7 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=256)
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        summary = uvloop.run(run(args))
-    except ImportError:
-        summary = asyncio.run(run(args))
-    print(json.dumps(summary))
+    print(json.dumps(run_fast(run(args))))
 
 
 if __name__ == "__main__":

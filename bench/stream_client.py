@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,13 +111,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per stream")
     args = parser.parse_args()
+    print(json.dumps(run_fast(run(args))))
+
+
+def run_fast(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run a client's main coroutine on uvloop when it is installed, else on asyncio."""
     try:
         import uvloop
-
-        summary = uvloop.run(run(args))
     except ImportError:
-        summary = asyncio.run(run(args))
-    print(json.dumps(summary))
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 if __name__ == "__main__":
