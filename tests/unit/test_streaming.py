@@ -45,7 +45,7 @@ def test_done_frame() -> None:
 
 
 @pytest.mark.anyio
-async def test_frames_ready_together_leave_in_one_final_write() -> None:
+async def test_the_first_frame_leaves_alone_and_the_ready_rest_in_one_write() -> None:
     closed: list[bool] = []
 
     async def frames() -> AsyncGenerator[bytes, None]:
@@ -68,11 +68,8 @@ async def test_frames_ready_together_leave_in_one_final_write() -> None:
     assert sent[0]["status"] == 200
     assert (b"x-test", b"1") in sent[0]["headers"]
     assert sent[1:] == [
-        {
-            "type": "http.response.body",
-            "body": b"data: 1\n\ndata: 2\n\n" + DONE,
-            "more_body": False,
-        },
+        {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True},
+        {"type": "http.response.body", "body": b"data: 2\n\n" + DONE, "more_body": False},
     ]
     assert closed == [True]
 

@@ -129,28 +129,35 @@ class EventStreamResponse(StreamingResponse):
                 await streamer
 
     async def _stream(self, send: Send) -> None:
-        """Send frames as they come; frames that are ready together leave in one write."""
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=MAX_PENDING_FRAMES)
-        producer = asyncio.ensure_future(self._produce(queue))
-        try:
-            is_last = False
-            while not is_last:
-                batch = [await queue.get()]
-                while not queue.empty():
-                    batch.append(queue.get_nowait())
-                is_last = batch[-1] is None
-                body = b"".join(frame for frame in batch if frame is not None)
-                await send({"type": "http.response.body", "body": body, "more_body": not is_last})
-        finally:
-            producer.cancel()
-            with suppress(asyncio.CancelledError):
-                await producer
+        """Send the first frame at once, then the rest, coalescing frames ready together."""
+        async with aclosing(self.frames) as frames:
+            first = await anext(frames, None)
+            if first is not None:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=MAX_PENDING_FRAMES)
+            producer = asyncio.ensure_future(self._produce(frames, queue))
+            try:
+                is_last = False
+                while not is_last:
+                    batch = [await queue.get()]
+                    while not queue.empty():
+                        batch.append(queue.get_nowait())
+                    is_last = batch[-1] is None
+                    body = b"".join(frame for frame in batch if frame is not None)
+                    message = {"type": "http.response.body", "body": body, "more_body": not is_last}
+                    await send(message)
+            finally:
+                producer.cancel()
+                with suppress(asyncio.CancelledError):
+                    await producer
 
-    async def _produce(self, queue: "asyncio.Queue[bytes | None]") -> None:
+    @staticmethod
+    async def _produce(
+        frames: AsyncGenerator[bytes, None], queue: "asyncio.Queue[bytes | None]"
+    ) -> None:
         """Read frames ahead of the sender, at most MAX_PENDING_FRAMES of them."""
         try:
-            async with aclosing(self.frames) as frames:
-                async for frame in frames:
-                    await queue.put(frame)
+            async for frame in frames:
+                await queue.put(frame)
         finally:
             await queue.put(None)  # also after a failure, so the sender stops
