@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from ai_gateway.app import create_app
+from ai_gateway.config.config import Settings
 from tests.conftest import make_settings
 from tests.e2e.server import GatewayServer
 from tests.fake_upstream import FakeUpstream
@@ -18,15 +19,21 @@ def real_gateway(
     fake_upstream_server: FakeUpstream, request: pytest.FixtureRequest
 ) -> Iterator[GatewayServer]:
     """Cerebras in real mode over each transport, upstream = the fake (URL given with /v1)."""
-    settings = make_settings(
-        cerebras_client=request.param,
-        cerebras_mock="false",
-        cerebras_api_key=UPSTREAM_KEY,
-        cerebras_base_url=fake_upstream_server.url + "/v1/",
-        request_timeout_s=UPSTREAM_TIMEOUT_S,
-    )
+    base_url = fake_upstream_server.url + "/v1/"
+    settings = real_mode(request.param, base_url=base_url, timeout=UPSTREAM_TIMEOUT_S)
     with GatewayServer(create_app(settings)) as server:
         yield server
+
+
+def real_mode(transport: str, *, base_url: str, timeout: float) -> Settings:
+    """Settings for Cerebras in real mode over `transport` against the fake upstream."""
+    return make_settings(
+        cerebras_client=transport,
+        cerebras_mock="false",
+        cerebras_api_key=UPSTREAM_KEY,
+        cerebras_base_url=base_url,
+        request_timeout_s=timeout,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,10 @@ import openai
 import pytest
 
 from ai_gateway.app import create_app
-from tests.conftest import make_settings
-from tests.e2e.conftest import UPSTREAM_TIMEOUT_S
+from tests.e2e.conftest import UPSTREAM_TIMEOUT_S, real_mode
 from tests.e2e.server import GatewayServer
 from tests.fake_upstream import FakeUpstream, RecordedRequest, Reply, json_reply, sse_reply
-from tests.fakes import GATEWAY_KEY, MODEL, UPSTREAM_KEY, chunk_payloads, completion_payload
+from tests.fakes import GATEWAY_KEY, MODEL, chunk_payloads, completion_payload
 from tests.openai_spec import assert_error
 
 HEADERS = {"Authorization": f"Bearer {GATEWAY_KEY}"}
@@ -129,13 +128,7 @@ def patient_gateway(
     fake_upstream: FakeUpstream, request: pytest.FixtureRequest
 ) -> Iterator[GatewayServer]:
     """Real mode with a generous timeout: under load, this one process also runs the clients."""
-    settings = make_settings(
-        cerebras_client=request.param,
-        cerebras_mock="false",
-        cerebras_api_key=UPSTREAM_KEY,
-        cerebras_base_url=fake_upstream.url,
-        request_timeout_s=30,
-    )
+    settings = real_mode(request.param, base_url=fake_upstream.url, timeout=30)
     with GatewayServer(create_app(settings)) as server:
         yield server
 
