@@ -2,7 +2,7 @@
 
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from ai_gateway.config.constants import RETRY_AFTER_HEADERS
 from ai_gateway.errors import GatewayError, InvalidRequest, ProviderError, RateLimited
@@ -37,6 +37,32 @@ class ChatProvider(Protocol):
 
     async def list_models(self) -> list[ModelCard]:
         """The models this provider serves, with bare ids."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class UpstreamAPI(Protocol):
+    """An upstream as JSON objects in and out: the native wire, the Cerebras SDK, the mock."""
+
+    is_mock: bool
+
+    async def chat(
+        self, model: str, messages: list[dict[str, Any]], **params: Any
+    ) -> dict[str, Any]:
+        """One completion as the upstream's JSON object."""
+        ...
+
+    def stream_chat(
+        self, model: str, messages: list[dict[str, Any]], **params: Any
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The completion's chunks as JSON objects; closing the iterator closes the upstream."""
+        ...
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The upstream's model list entries."""
         ...
 
     async def aclose(self) -> None:

@@ -1,93 +1,21 @@
-"""CerebrasProvider: OpenAI requests and replies <-> a Cerebras client (SDK or mock)."""
+"""CerebrasProvider: Cerebras through the OpenAI mapping (its SDK, the native wire or the mock)."""
 
-import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
-from contextlib import aclosing
-from typing import Any
+from collections.abc import Callable
 
 from ai_gateway.config import constants
-from ai_gateway.providers.base import malformed
-from ai_gateway.providers.cerebras_client import CerebrasAPI
-from ai_gateway.providers.responses import ChunkNormalizer, to_completion
-from ai_gateway.schemas import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ModelCard,
-)
+from ai_gateway.providers.base import UpstreamAPI
+from ai_gateway.providers.openai_compat import OpenAICompatProvider
 
 
-class CerebrasProvider:
+class CerebrasProvider(OpenAICompatProvider):
     """Serves chat completions and the model list from Cerebras."""
-
-    name = constants.CEREBRAS
 
     def __init__(
         self,
-        client: CerebrasAPI,
+        client: UpstreamAPI,
         *,
         models_ttl_s: float = constants.DEFAULT_MODELS_CACHE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
-        self.is_mock = client.is_mock
-        self._models_ttl_s = models_ttl_s
-        self._clock = clock
-        self._models: tuple[float, list[ModelCard]] | None = None
-        self._models_lock = asyncio.Lock()
-
-    async def chat_completions(self, req: ChatCompletionRequest) -> ChatCompletionResponse:
-        """One completion, mapped to the OpenAI schema."""
-        data = await self._client.chat(req.model, req.upstream_messages(), **req.upstream_params())
-        return to_completion(self.name, data)
-
-    async def stream_chat_completions(
-        self, req: ChatCompletionRequest
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """Chunks mapped to the OpenAI schema; usage always arrives as a final usage chunk."""
-        normalizer = ChunkNormalizer(self.name)
-        chunks = self._client.stream_chat(req.model, req.upstream_messages(), **stream_params(req))
-        async with aclosing(chunks):
-            async for data in chunks:
-                for chunk in normalizer.feed(data):
-                    yield chunk
-        normalizer.check_finished()
-
-    async def list_models(self) -> list[ModelCard]:
-        """The upstream's models, cached for the configured time."""
-        async with self._models_lock:
-            now = self._clock()
-            if self._models is None or now - self._models[0] >= self._models_ttl_s:
-                self._models = (now, model_cards(await self._client.list_models()))
-            return self._models[1]
-
-    async def aclose(self) -> None:
-        """Close the client."""
-        await self._client.aclose()
-
-
-def stream_params(req: ChatCompletionRequest) -> dict[str, Any]:
-    """The caller's parameters, always asking for usage so the gateway can count tokens."""
-    params = req.upstream_params()
-    params["stream"] = True
-    params["stream_options"] = {**(params.get("stream_options") or {}), "include_usage": True}
-    return params
-
-
-def model_cards(entries: list[dict[str, Any]]) -> list[ModelCard]:
-    """Upstream model entries as OpenAI model cards."""
-    cards = []
-    for entry in entries:
-        if not isinstance(entry.get("id"), str):
-            raise malformed(constants.CEREBRAS, "model without an id")
-        created = entry.get("created")
-        owner = entry.get("owned_by")
-        cards.append(
-            ModelCard(
-                id=entry["id"],
-                created=created if isinstance(created, int) else 0,
-                owned_by=owner if isinstance(owner, str) else constants.CEREBRAS,
-            )
-        )
-    return cards
+        super().__init__(constants.CEREBRAS, client, models_ttl_s=models_ttl_s, clock=clock)

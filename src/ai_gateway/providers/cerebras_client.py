@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from functools import cache
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import cerebras.cloud.sdk as sdk
 import httpx
@@ -21,7 +21,7 @@ from cerebras.cloud.sdk.resources.chat.completions import AsyncCompletionsResour
 
 from ai_gateway.config import constants
 from ai_gateway.errors import ProviderError
-from ai_gateway.providers.base import from_upstream_status, malformed
+from ai_gateway.providers.base import UpstreamAPI, from_upstream_status, malformed
 
 PROVIDER = constants.CEREBRAS
 # Keyword arguments of `create()` that are not body fields: a caller's body field with one of
@@ -43,30 +43,8 @@ NOT_BODY_ARGUMENTS = frozenset(
 )
 
 
-class CerebrasAPI(Protocol):
-    """What CerebrasProvider needs from a client: the real SDK client or the mock."""
-
-    is_mock: bool
-
-    async def chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
-    ) -> dict[str, Any]:
-        """One completion as the upstream's JSON object."""
-        ...
-
-    def stream_chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """The completion's chunks as JSON objects; closing the iterator closes the upstream."""
-        ...
-
-    async def list_models(self) -> list[dict[str, Any]]:
-        """The upstream's model list entries."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
-        ...
+# The Cerebras clients (SDK, native wire, mock) are all UpstreamAPI implementations.
+CerebrasAPI = UpstreamAPI
 
 
 @cache

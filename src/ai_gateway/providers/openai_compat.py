@@ -1,0 +1,107 @@
+"""OpenAICompatProvider: OpenAI requests and replies <-> any upstream that speaks the OpenAI wire.
+
+The adapter adapts outgoing parameters (drops the ones a vendor rejects), maps replies to the
+exact OpenAI shapes (providers/responses.py) and caches the model list. Its client is an
+UpstreamAPI: the shared native wire for every vendor, or for Cerebras also its SDK or the mock.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from typing import Any
+
+from ai_gateway.config import constants
+from ai_gateway.providers.base import UpstreamAPI, malformed
+from ai_gateway.providers.responses import ChunkNormalizer, to_completion
+from ai_gateway.schemas import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ModelCard,
+)
+
+
+class OpenAICompatProvider:
+    """Serves chat completions and the model list from one OpenAI-compatible upstream."""
+
+    def __init__(
+        self,
+        name: str,
+        client: UpstreamAPI,
+        *,
+        unsupported_params: frozenset[str] = frozenset(),
+        models_ttl_s: float = constants.DEFAULT_MODELS_CACHE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._unsupported = unsupported_params
+        self._client = client
+        self.is_mock = client.is_mock
+        self._models_ttl_s = models_ttl_s
+        self._clock = clock
+        self._models: tuple[float, list[ModelCard]] | None = None
+        self._models_lock = asyncio.Lock()
+
+    async def chat_completions(self, req: ChatCompletionRequest) -> ChatCompletionResponse:
+        """One completion, mapped to the OpenAI schema."""
+        params = self._supported(req.upstream_params())
+        data = await self._client.chat(req.model, req.upstream_messages(), **params)
+        return to_completion(self.name, data)
+
+    async def stream_chat_completions(
+        self, req: ChatCompletionRequest
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """Chunks mapped to the OpenAI schema; usage always arrives as a final usage chunk."""
+        normalizer = ChunkNormalizer(self.name)
+        params = self._supported(stream_params(req))
+        chunks = self._client.stream_chat(req.model, req.upstream_messages(), **params)
+        async with aclosing(chunks):
+            async for data in chunks:
+                for chunk in normalizer.feed(data):
+                    yield chunk
+        normalizer.check_finished()
+
+    async def list_models(self) -> list[ModelCard]:
+        """The upstream's models, cached for the configured time."""
+        async with self._models_lock:
+            now = self._clock()
+            if self._models is None or now - self._models[0] >= self._models_ttl_s:
+                self._models = (now, model_cards(self.name, await self._client.list_models()))
+            return self._models[1]
+
+    async def aclose(self) -> None:
+        """Close the client."""
+        await self._client.aclose()
+
+    def _supported(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters without the ones this upstream rejects."""
+        if not self._unsupported:
+            return params
+        return {k: v for k, v in params.items() if k not in self._unsupported}
+
+
+def stream_params(req: ChatCompletionRequest) -> dict[str, Any]:
+    """The caller's parameters, always asking for usage so the gateway can count tokens."""
+    params = req.upstream_params()
+    params["stream"] = True
+    params["stream_options"] = {**(params.get("stream_options") or {}), "include_usage": True}
+    return params
+
+
+def model_cards(provider: str, entries: list[dict[str, Any]]) -> list[ModelCard]:
+    """Upstream model entries as OpenAI model cards."""
+    cards = []
+    for entry in entries:
+        if not isinstance(entry.get("id"), str):
+            raise malformed(provider, "model without an id")
+        created = entry.get("created")
+        owner = entry.get("owned_by")
+        cards.append(
+            ModelCard(
+                id=entry["id"],
+                created=created if isinstance(created, int) else 0,
+                owned_by=owner if isinstance(owner, str) else provider,
+            )
+        )
+    return cards
