@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from ai_gateway.app import create_app
-from ai_gateway.config.config import Settings
+from ai_gateway.config.config import VENDOR_NAMES, Settings
 from ai_gateway.providers.registry import Registry
 from tests.fake_upstream import FakeUpstream
 from tests.fakes import GATEWAY_KEY, FakeProvider
@@ -26,6 +26,7 @@ GATEWAY_VARIABLES = (
     "LOG_LEVEL",
     "LOG_FORMAT",
     "CI",
+    *(f"{name}_{part}".upper() for name in VENDOR_NAMES for part in ("api_key", "base_url")),
 )
 
 

@@ -8,6 +8,23 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ai_gateway.config import constants
 
+VENDOR_NAMES = (
+    "openai",
+    "groq",
+    "together",
+    "fireworks",
+    "deepinfra",
+    "openrouter",
+    "mistral",
+    "xai",
+    "deepseek",
+    "gemini",
+    "anthropic",
+    "ollama",
+    "vllm",
+    "lmstudio",
+)
+
 
 class Environment(StrEnum):
     """Where the gateway runs; production refuses unsafe defaults."""
@@ -41,6 +58,36 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     ci: bool = False
+    # OpenAI-compatible vendors (providers/specs.py): a key turns a hosted vendor on, a base URL
+    # turns a local server on (and overrides a hosted vendor's URL).
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    groq_api_key: SecretStr | None = None
+    groq_base_url: str | None = None
+    together_api_key: SecretStr | None = None
+    together_base_url: str | None = None
+    fireworks_api_key: SecretStr | None = None
+    fireworks_base_url: str | None = None
+    deepinfra_api_key: SecretStr | None = None
+    deepinfra_base_url: str | None = None
+    openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: str | None = None
+    mistral_api_key: SecretStr | None = None
+    mistral_base_url: str | None = None
+    xai_api_key: SecretStr | None = None
+    xai_base_url: str | None = None
+    deepseek_api_key: SecretStr | None = None
+    deepseek_base_url: str | None = None
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    ollama_api_key: SecretStr | None = None
+    ollama_base_url: str | None = None
+    vllm_api_key: SecretStr | None = None
+    vllm_base_url: str | None = None
+    lmstudio_api_key: SecretStr | None = None
+    lmstudio_base_url: str | None = None
 
     @field_validator("gateway_api_keys", mode="before")
     @classmethod
@@ -50,7 +97,7 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("cerebras_api_key", mode="before")
+    @field_validator("cerebras_api_key", *(f"{n}_api_key" for n in VENDOR_NAMES), mode="before")
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
         """Treat an empty `CEREBRAS_API_KEY=` as unset."""

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 
 import structlog
+from pydantic import SecretStr
 
 from ai_gateway.config import constants
 from ai_gateway.config.config import Settings
@@ -12,6 +13,8 @@ from ai_gateway.providers.base import ChatProvider
 from ai_gateway.providers.cerebras import CerebrasProvider
 from ai_gateway.providers.cerebras_client import CerebrasAPI, CerebrasClient
 from ai_gateway.providers.cerebras_mock import MockCerebrasClient
+from ai_gateway.providers.openai_compat import OpenAICompatProvider
+from ai_gateway.providers.specs import SPECS, OpenAICompatSpec
 from ai_gateway.providers.unconfigured import UnconfiguredProvider
 from ai_gateway.providers.wire import OpenAIWire, WireClient
 
@@ -100,10 +103,39 @@ def build_cerebras(settings: Settings, wire: WireClient) -> ChatProvider:
     return CerebrasProvider(client, models_ttl_s=settings.models_cache_ttl_s)
 
 
+def build_vendor(
+    settings: Settings, wire: WireClient, spec: OpenAICompatSpec
+) -> ChatProvider | None:
+    """An OpenAI-compatible vendor, if the settings turn it on (its key, or for a local server
+    its base URL)."""
+    key: SecretStr | None = getattr(settings, spec.key_setting)
+    base_url: str | None = getattr(settings, spec.base_url_setting)
+    if (key is None) if spec.requires_key else (base_url is None):
+        return None
+    client = OpenAIWire(
+        wire,
+        provider=spec.name,
+        base_url=base_url or spec.base_url,
+        api_key=key.get_secret_value() if key else "",
+        headers=spec.headers,
+    )
+    log.info("provider_ready", provider=spec.name, mock=False, transport="native")
+    return OpenAICompatProvider(
+        spec.name,
+        client,
+        unsupported_params=spec.unsupported_params,
+        models_ttl_s=settings.models_cache_ttl_s,
+    )
+
+
 def build_registry(settings: Settings) -> Registry:
     """Every provider the settings configure, sharing one HTTP session for the OpenAI wire."""
     wire = WireClient(timeout=settings.request_timeout_s)
-    return Registry({constants.CEREBRAS: build_cerebras(settings, wire)}, wire=wire)
+    providers = {constants.CEREBRAS: build_cerebras(settings, wire)}
+    for spec in SPECS:
+        if (vendor := build_vendor(settings, wire, spec)) is not None:
+            providers[spec.name] = vendor
+    return Registry(providers, wire=wire)
 
 
 @asynccontextmanager

@@ -139,11 +139,9 @@ class OpenAIWire:
         self._provider = provider
         self._base_url = base_url.rstrip("/")
         self._secrets = (api_key,)
-        self._headers = {
-            **(headers or {}),
-            "Authorization": f"Bearer {api_key}",
-            "Content-Type": "application/json",
-        }
+        self._headers = {**(headers or {}), "Content-Type": "application/json"}
+        if api_key:  # local servers may need none
+            self._headers["Authorization"] = f"Bearer {api_key}"
 
     def __repr__(self) -> str:
         return f"OpenAIWire(provider={self._provider!r}, base_url={self._base_url!r})"

@@ -1,0 +1,118 @@
+"""OpenAI-compatible vendors by spec, over the native wire against the recording fake upstream."""
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from ai_gateway.config.config import VENDOR_NAMES
+from ai_gateway.providers.openai_compat import OpenAICompatProvider
+from ai_gateway.providers.registry import build_registry
+from ai_gateway.providers.specs import SPECS, OpenAICompatSpec
+from ai_gateway.providers.wire import OpenAIWire, WireClient
+from tests.conftest import make_settings
+from tests.fake_upstream import FakeUpstream, json_reply, sse_reply
+from tests.fakes import chat_request, chunk_payloads, completion_payload
+from tests.openai_spec import assert_chunk, assert_completion
+
+VENDOR_KEY = "sk-vendor-test-key-0123456789"
+ALL_PARAMS: dict[str, Any] = {
+    "temperature": 0.3,
+    "logprobs": True,
+    "top_logprobs": 2,
+    "logit_bias": {"1": 1.0},
+    "vendor_extension": {"x": 1},
+}
+
+
+@pytest.fixture
+async def wire() -> AsyncIterator[WireClient]:
+    client = WireClient(timeout=2.0)
+    yield client
+    await client.aclose()
+
+
+def provider_for(spec: OpenAICompatSpec, wire: WireClient, upstream: FakeUpstream) -> Any:
+    """The spec's provider, pointed at the fake upstream."""
+    local = replace(spec, base_url=f"{upstream.url}/v1")
+    key = VENDOR_KEY if spec.requires_key else ""
+    client = OpenAIWire(
+        wire, provider=spec.name, base_url=local.base_url, api_key=key, headers=spec.headers
+    )
+    return OpenAICompatProvider(spec.name, client, unsupported_params=spec.unsupported_params)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("spec", SPECS, ids=[spec.name for spec in SPECS])
+async def test_each_vendor_gets_its_key_headers_and_only_the_params_it_accepts(
+    spec: OpenAICompatSpec, wire: WireClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.reply(json_reply(completion_payload(text="from vendor")))
+    provider = provider_for(spec, wire, fake_upstream)
+
+    completion = await provider.chat_completions(chat_request(model="m-1", **ALL_PARAMS))
+
+    sent = fake_upstream.requests[-1]
+    expected = {k: v for k, v in ALL_PARAMS.items() if k not in spec.unsupported_params}
+    assert sent.path == "/v1/chat/completions"
+    assert sent.json == {"model": "m-1", "messages": chat_request().upstream_messages(), **expected}
+    if spec.requires_key:
+        assert sent.headers["authorization"] == f"Bearer {VENDOR_KEY}"
+    else:
+        assert "authorization" not in sent.headers
+    for name, value in spec.headers.items():
+        assert sent.headers[name.lower()] == value
+    assert completion.data["choices"][0]["message"]["content"] == "from vendor"
+    assert_completion(completion.data)
+
+
+@pytest.mark.anyio
+async def test_groq_drops_what_it_rejects_from_streams_too(
+    wire: WireClient, fake_upstream: FakeUpstream
+) -> None:
+    groq = next(spec for spec in SPECS if spec.name == "groq")
+    fake_upstream.reply(sse_reply(chunk_payloads(["a", "b"])))
+    provider = provider_for(groq, wire, fake_upstream)
+
+    chunks = [c async for c in provider.stream_chat_completions(chat_request(logprobs=True))]
+
+    assert "logprobs" not in fake_upstream.requests[-1].json
+    assert fake_upstream.requests[-1].json["stream_options"] == {"include_usage": True}
+    for chunk in chunks:
+        assert_chunk(chunk.data)
+
+
+def test_every_spec_has_its_settings() -> None:
+    settings = make_settings()
+
+    assert {spec.name for spec in SPECS} == set(VENDOR_NAMES)
+    for spec in SPECS:
+        assert getattr(settings, spec.key_setting) is None
+        assert getattr(settings, spec.base_url_setting) is None
+
+
+@pytest.mark.anyio
+async def test_vendors_are_served_once_configured() -> None:
+    settings = make_settings(
+        cerebras_mock="true", groq_api_key="gk-1234567890", ollama_base_url="http://127.0.0.1:1/v1"
+    )
+
+    registry = build_registry(settings)
+    try:
+        names = [provider.name for provider in registry]
+        groq, _ = registry.resolve("groq/llama-3.3-70b")
+    finally:
+        await registry.aclose()
+
+    assert names == ["cerebras", "groq", "ollama"]
+    assert groq.name == "groq"
+
+
+@pytest.mark.anyio
+async def test_no_vendor_is_served_without_settings() -> None:
+    registry = build_registry(make_settings(cerebras_mock="true"))
+    try:
+        assert [provider.name for provider in registry] == ["cerebras"]
+    finally:
+        await registry.aclose()
