@@ -86,8 +86,6 @@ def streamed_text(chunks: list[dict[str, Any]]) -> str:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
-# --- auth -------------------------------------------------------------------------------------
-
 UNAUTHORISED_REQUESTS = [
     pytest.param({}, "", id="missing-header"),
     pytest.param({"Authorization": "Bearer sk-wrong-key"}, "", id="wrong-key"),
@@ -149,9 +147,6 @@ async def test_healthz_needs_no_key(anon: httpx.AsyncClient) -> None:
     assert GENERATED_ID.fullmatch(response.headers["x-request-id"])
 
 
-# --- chat completions -------------------------------------------------------------------------
-
-
 @pytest.mark.anyio
 async def test_unified_route_sends_the_bare_model_id_to_the_provider(
     client: httpx.AsyncClient, provider: FakeProvider
@@ -191,9 +186,6 @@ async def test_mock_header_is_present_only_when_the_provider_is_a_mock(
 
     assert response.status_code == 200
     assert response.headers.get("x-ai-gateway-mock") == ("true" if is_mock else None)
-
-
-# --- request ids ------------------------------------------------------------------------------
 
 
 async def respond(client: httpx.AsyncClient, provider: FakeProvider, kind: str) -> httpx.Response:
@@ -297,8 +289,6 @@ async def test_internal_error_message_quotes_the_echoed_request_id(
     message = assert_envelope(response, 500, "api_error", code="internal_error", param=None)
     assert "trace-42" in message
 
-
-# --- 400s -------------------------------------------------------------------------------------
 
 JSON = {"content-type": "application/json"}
 
@@ -415,9 +405,6 @@ async def test_an_invalid_request_names_each_offending_parameter_in_the_message(
     assert "'top_p'" in message
 
 
-# --- 404 / 405 --------------------------------------------------------------------------------
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("model", ["nope/x", MODEL, "cerebras/"])
 async def test_unified_route_model_without_a_known_provider_is_404_model_not_found(
@@ -470,8 +457,6 @@ async def test_wrong_method_is_405_in_the_envelope(
     assert allowed in response.headers["allow"]
 
 
-# --- 413 --------------------------------------------------------------------------------------
-
 LIMIT = 1024
 
 
@@ -517,9 +502,6 @@ async def test_chunked_body_over_the_limit_is_413(provider: FakeProvider) -> Non
     assert response.request.headers["transfer-encoding"] == "chunked"
     assert_envelope(response, 413, "invalid_request_error", code="request_too_large", param=None)
     assert provider.requests == []
-
-
-# --- provider failures ------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
@@ -589,9 +571,6 @@ async def test_model_list_failure_is_the_providers_error(
     response = await client.get("/v1/models")
 
     assert_envelope(response, 502, "upstream_error", code="upstream_error", param=None)
-
-
-# --- streaming --------------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
@@ -716,9 +695,6 @@ async def test_stream_crashing_after_chunks_ends_with_a_generic_error_event(
     assert provider.streams_closed == 1
 
 
-# --- models -----------------------------------------------------------------------------------
-
-
 @pytest.mark.anyio
 async def test_unified_model_list_prefixes_ids_with_the_provider(
     client: httpx.AsyncClient,
@@ -774,3 +750,21 @@ async def test_an_unexpected_error_on_a_fastapi_route_is_the_same_500_envelope(
         }
     }
     assert (await client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_the_model_list_leaves_out_a_failing_provider_and_keeps_the_others(
+    settings: Settings,
+) -> None:
+    failing = FakeProvider(name="groq", error=ProviderError("groq unreachable"))
+    working = FakeProvider()
+    app = create_app(settings, registry=Registry({"groq": failing, "cerebras": working}))
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=headers) as gw:
+        unified = await gw.get("/v1/models")
+        direct = await gw.get("/groq/v1/models")
+
+    assert [m["id"] for m in unified.json()["data"]] == [f"cerebras/{MODEL}"]
+    assert direct.status_code == 502

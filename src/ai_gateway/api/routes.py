@@ -1,8 +1,10 @@
 """Routes: chat completions (unified and per provider), model lists, health."""
 
+import asyncio
 import time
 
 import orjson
+import structlog
 from fastapi import APIRouter, Request, Response
 
 from ai_gateway.api.auth import auth_bearer
@@ -16,8 +18,11 @@ from ai_gateway.config.constants import (
     MOCK_HEADER,
     MODELS_PATH,
 )
+from ai_gateway.errors import GatewayError
 from ai_gateway.providers.base import ChatProvider
 from ai_gateway.schemas import ChatCompletionRequest, ModelCard, ModelList
+
+log = structlog.get_logger(__name__)
 
 api_router = APIRouter()
 
@@ -79,12 +84,27 @@ def model_list(cards: list[ModelCard]) -> Response:
 
 @api_router.get(MODELS_PATH)
 async def unified_models(_: CallerDep, registry: RegistryDep) -> Response:
-    """Every provider's models, under the ids the unified route takes."""
-    cards = [
-        card.model_copy(update={"id": f"{provider.name}/{card.id}"})
-        for provider in registry
-        for card in await provider.list_models()
-    ]
+    """Every provider's models, under the ids the unified route takes.
+
+    The providers are asked together; one that fails is left out (and logged), so one vendor's
+    outage does not hide every other vendor's models. If every provider fails, so does the list.
+    """
+    providers = list(registry)
+    answers = await asyncio.gather(*(p.list_models() for p in providers), return_exceptions=True)
+    cards: list[ModelCard] = []
+    failures: list[GatewayError] = []
+    for provider, answer in zip(providers, answers, strict=True):
+        if isinstance(answer, GatewayError):
+            log.warning("model_list_failed", provider=provider.name, code=answer.code)
+            failures.append(answer)
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            cards += [
+                card.model_copy(update={"id": f"{provider.name}/{card.id}"}) for card in answer
+            ]
+    if failures and len(failures) == len(providers):
+        raise failures[0]
     return model_list(cards)
 
 
