@@ -3,6 +3,7 @@
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -103,13 +104,22 @@ def provider() -> FakeProvider:
     return FakeProvider()
 
 
-@pytest.fixture
-async def client(settings: Settings, provider: FakeProvider) -> AsyncIterator[httpx.AsyncClient]:
-    """The app over an in-process transport, serving the FakeProvider, with a valid key."""
-    app = create_app(settings, registry=Registry({provider.name: provider}))
+@asynccontextmanager
+async def serve_app(
+    settings: Settings, registry: Registry, *, key: str | None = GATEWAY_KEY
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app over an in-process transport; `key=None` sends no Authorization."""
+    app = create_app(settings, registry=registry)
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
     transport = httpx.ASGITransport(app=app)
-    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
     async with httpx.AsyncClient(
         transport=transport, base_url="http://gateway", headers=headers
     ) as http:
+        yield http
+
+
+@pytest.fixture
+async def client(settings: Settings, provider: FakeProvider) -> AsyncIterator[httpx.AsyncClient]:
+    """The app serving the FakeProvider, with a valid key."""
+    async with serve_app(settings, Registry({provider.name: provider})) as http:
         yield http

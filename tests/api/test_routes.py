@@ -9,11 +9,10 @@ import httpx
 import orjson
 import pytest
 
-from ai_gateway.app import create_app
 from ai_gateway.config.config import Settings
 from ai_gateway.errors import ProviderError, RateLimited
 from ai_gateway.providers.registry import Registry
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve_app
 from tests.fakes import GATEWAY_KEY, MODEL, NORMALISED_COMPLETION, FakeProvider, chat_body
 from tests.openai_spec import assert_chunk, assert_completion, assert_error, assert_model_list
 
@@ -29,12 +28,7 @@ async def serve(
     settings: Settings, provider: FakeProvider, *, key: str | None = GATEWAY_KEY
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client over the app serving `provider`; `key=None` sends no Authorization header."""
-    app = create_app(settings, registry=Registry({provider.name: provider}))
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://gateway", headers=headers
-    ) as http:
+    async with serve_app(settings, Registry({provider.name: provider}), key=key) as http:
         yield http
 
 
@@ -758,11 +752,9 @@ async def test_the_model_list_leaves_out_a_failing_provider_and_keeps_the_others
 ) -> None:
     failing = FakeProvider(name="groq", error=ProviderError("groq unreachable"))
     working = FakeProvider()
-    app = create_app(settings, registry=Registry({"groq": failing, "cerebras": working}))
-    transport = httpx.ASGITransport(app=app)
-    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    registry = Registry({"groq": failing, "cerebras": working})
 
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=headers) as gw:
+    async with serve_app(settings, registry) as gw:
         unified = await gw.get("/v1/models")
         direct = await gw.get("/groq/v1/models")
 

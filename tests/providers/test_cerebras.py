@@ -10,15 +10,13 @@ import pytest
 from openai.types.chat import ChatCompletion as OpenAIChatCompletion
 from openai.types.chat import ChatCompletionChunk as OpenAIChatCompletionChunk
 
-from ai_gateway.app import create_app
 from ai_gateway.errors import GatewayError, ProviderError, RateLimited
 from ai_gateway.providers.cerebras import CerebrasProvider
 from ai_gateway.providers.cerebras_client import CerebrasAPI
 from ai_gateway.providers.registry import Registry
 from ai_gateway.schemas import ChatCompletionChunk, ModelCard
-from tests.conftest import make_settings
+from tests.conftest import make_settings, serve_app
 from tests.fakes import (
-    GATEWAY_KEY,
     MODEL,
     NORMALISED_COMPLETION,
     chat_request,
@@ -662,12 +660,7 @@ async def post_through_app(
     """POST one chat request to an app whose Cerebras client raises `error`."""
     client = RecordingClient(error=error)
     registry = Registry({"cerebras": CerebrasProvider(as_api(client))})
-    app = create_app(make_settings(), registry=registry)
-    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://gateway", headers=headers
-    ) as http:
+    async with serve_app(make_settings(), registry) as http:
         response = await http.post("/v1/chat/completions", json=body)
     return response, client
 
