@@ -11,10 +11,12 @@ import pytest
 
 from ai_gateway.app import create_app
 from ai_gateway.config.config import VENDOR_NAMES, Settings
+from ai_gateway.config.routing import GatewayConfig, RoutingConfig
 from ai_gateway.providers.registry import Registry
 from tests.fake_upstream import FakeUpstream
 from tests.fakes import GATEWAY_KEY, FakeProvider
 
+ONE_ATTEMPT = GatewayConfig(routing=RoutingConfig(retries=0))
 GATEWAY_VARIABLES = (
     "CEREBRAS_API_KEY",
     "CEREBRAS_BASE_URL",
@@ -27,6 +29,7 @@ GATEWAY_VARIABLES = (
     "LOG_LEVEL",
     "LOG_FORMAT",
     "CI",
+    "AI_GATEWAY_CONFIG",
     *(f"{name}_{part}".upper() for name in VENDOR_NAMES for part in ("api_key", "base_url")),
 )
 
@@ -106,10 +109,17 @@ def provider() -> FakeProvider:
 
 @asynccontextmanager
 async def serve_app(
-    settings: Settings, registry: Registry, *, key: str | None = GATEWAY_KEY
+    settings: Settings,
+    registry: Registry,
+    *,
+    key: str | None = GATEWAY_KEY,
+    config: GatewayConfig = ONE_ATTEMPT,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the app over an in-process transport; `key=None` sends no Authorization."""
-    app = create_app(settings, registry=registry)
+    """A client of the app over an in-process transport; `key=None` sends no Authorization.
+
+    By default each request makes one attempt, so route tests see each upstream failure as is.
+    """
+    app = create_app(settings, registry=registry, config=config)
     headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(

@@ -1,6 +1,7 @@
 """create_app(): the composition root, the only place the gateway's objects are wired together."""
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,34 +13,50 @@ from ai_gateway.api.handlers import install_error_handlers
 from ai_gateway.api.hot_path import HotPath
 from ai_gateway.api.middleware import RequestContext
 from ai_gateway.config.config import Settings
+from ai_gateway.config.loader import ConfigurationError, load_config
+from ai_gateway.config.routing import GatewayConfig
 from ai_gateway.keys import KeyStore
-from ai_gateway.providers.registry import Registry, open_registry
+from ai_gateway.providers.registry import Registry, build_registry
+from ai_gateway.routing.table import build_router
+
+__all__ = ["ConfigurationError", "create_app"]
 
 
-class ConfigurationError(RuntimeError):
-    """The settings cannot start a gateway; the message says what to change."""
-
-
-def create_app(settings: Settings, *, registry: Registry | None = None) -> ASGIApp:
-    """The ASGI app; pass `registry` to serve fakes instead of the configured providers.
+def create_app(
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    config: GatewayConfig | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ASGIApp:
+    """The ASGI app; pass `registry` to serve fakes instead of the configured providers, and
+    `config` instead of reading the file `AI_GATEWAY_CONFIG` names.
 
     Requests pass RequestContext (id, timing, log line, last-resort 500), then HotPath (the
-    chat routes), then FastAPI (everything else, and the exception handlers).
+    chat routes), then FastAPI (everything else, and the exception handlers). A bad config file
+    fails here, before the server starts.
     """
     keys = KeyStore.from_secrets(settings.gateway_api_keys)
     if not keys:
         raise ConfigurationError("GATEWAY_API_KEYS is empty: set at least one gateway key.")
+    config = config or load_config(settings.ai_gateway_config)
+    owns_registry = registry is None
+    registry = registry or build_registry(
+        settings, config, os.environ if environ is None else environ
+    )
+    router = build_router(config, registry)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_registry(settings) as opened:
-            app.state.registry = opened
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
             yield
+        finally:
+            await registry.aclose()
 
     app = FastAPI(
         title="ai_gateway",
         version=__version__,
-        lifespan=lifespan if registry is None else None,
+        lifespan=lifespan if owns_registry else None,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -49,8 +66,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> ASGIA
     )
     app.state.settings = settings
     app.state.keys = keys
-    if registry is not None:
-        app.state.registry = registry
+    app.state.registry = registry
+    app.state.router = router
     install_error_handlers(app)
     app.include_router(routes.api_router)
     return RequestContext(HotPath(app))

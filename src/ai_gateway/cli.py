@@ -12,10 +12,13 @@ from pydantic import SecretStr, ValidationError
 from starlette.types import ASGIApp
 
 from ai_gateway import __version__
-from ai_gateway.app import ConfigurationError, create_app
+from ai_gateway.app import create_app
 from ai_gateway.config import constants
 from ai_gateway.config.config import Settings
+from ai_gateway.config.loader import ConfigurationError, load_config
 from ai_gateway.logs import configure_logging
+from ai_gateway.providers.registry import build_registry
+from ai_gateway.routing.table import build_router, render_table
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +33,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     serve.add_argument("--port", type=int, default=constants.DEFAULT_PORT)
     serve.add_argument("--workers", type=int, default=1, help="worker processes")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    check = commands.add_parser(
+        "check-config", help="validate AI_GATEWAY_CONFIG and print the routing table"
+    )
+    check.add_argument("--config", help="the config file (default: AI_GATEWAY_CONFIG)")
     return parser.parse_args(argv)
 
 
@@ -77,11 +84,23 @@ def serve(args: argparse.Namespace) -> None:
     uvicorn.run(create_app(settings), **options)
 
 
+def check_config(args: argparse.Namespace) -> None:
+    """Load the settings and the config file, resolve every alias, print the routing table."""
+    settings = Settings()
+    if args.config:
+        settings = settings.model_copy(update={"ai_gateway_config": args.config})
+    configure_logging("error", settings.log_format)
+    config = load_config(settings.ai_gateway_config)
+    registry = build_registry(settings, config, os.environ)
+    source = settings.ai_gateway_config or "no config file (AI_GATEWAY_CONFIG unset)"
+    sys.stdout.write(f"config: {source}: OK\n{render_table(build_router(config, registry))}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `ai-gateway` console script and `python -m ai_gateway`."""
     args = parse_args(argv)
     try:
-        serve(args)
+        check_config(args) if args.command == "check-config" else serve(args)
     except (ConfigurationError, ValidationError) as exc:
         sys.stderr.write(f"ai-gateway: configuration error: {exc}\n")
         raise SystemExit(2) from None

@@ -5,6 +5,7 @@ through instead of causing a 400. The request is validated strictly: a mistyped 
 caller's error, not something to coerce.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
@@ -179,6 +180,16 @@ class ChatCompletionRequest(RequestModel):
         """Validate a parsed JSON body and keep it, to forward upstream exactly as sent."""
         request = cls.model_validate(body)
         request._body = body
+        return request
+
+    def for_upstream(
+        self, model: str, overrides: Mapping[str, Any] | None = None
+    ) -> "ChatCompletionRequest":
+        """This request for another model id, with parameter overrides on top of the caller's."""
+        request = self.model_copy(update={"model": model})
+        if overrides:
+            body = self._body if self._body is not None else self.model_dump(exclude_unset=True)
+            request._body = {**body, **overrides}
         return request
 
     @property

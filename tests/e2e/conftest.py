@@ -6,7 +6,7 @@ import pytest
 
 from ai_gateway.app import create_app
 from ai_gateway.config.config import Settings
-from tests.conftest import make_settings
+from tests.conftest import ONE_ATTEMPT, make_settings
 from tests.e2e.server import GatewayServer
 from tests.fake_upstream import FakeUpstream
 from tests.fakes import UPSTREAM_KEY
@@ -21,7 +21,7 @@ def real_gateway(
     """Cerebras in real mode over each transport, upstream = the fake (URL given with /v1)."""
     base_url = fake_upstream_server.url + "/v1/"
     settings = real_mode(request.param, base_url=base_url, timeout=UPSTREAM_TIMEOUT_S)
-    with GatewayServer(create_app(settings)) as server:
+    with GatewayServer(create_app(settings, config=ONE_ATTEMPT)) as server:
         yield server
 
 
@@ -39,5 +39,7 @@ def real_mode(transport: str, *, base_url: str, timeout: float) -> Settings:
 @pytest.fixture(scope="module")
 def mock_gateway() -> Iterator[GatewayServer]:
     """Cerebras in mock mode."""
-    with GatewayServer(create_app(make_settings(cerebras_mock="true"))) as server:
+    with GatewayServer(
+        create_app(make_settings(cerebras_mock="true"), config=ONE_ATTEMPT)
+    ) as server:
         yield server

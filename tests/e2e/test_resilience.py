@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from ai_gateway.app import create_app
+from tests.conftest import ONE_ATTEMPT
 from tests.e2e.conftest import UPSTREAM_TIMEOUT_S, real_mode
 from tests.e2e.server import GatewayServer
 from tests.fake_upstream import FakeUpstream, RecordedRequest, Reply, json_reply, sse_reply
@@ -129,7 +130,7 @@ def patient_gateway(
 ) -> Iterator[GatewayServer]:
     """Real mode with a generous timeout: under load, this one process also runs the clients."""
     settings = real_mode(request.param, base_url=fake_upstream.url, timeout=30)
-    with GatewayServer(create_app(settings)) as server:
+    with GatewayServer(create_app(settings, config=ONE_ATTEMPT)) as server:
         yield server
 
 

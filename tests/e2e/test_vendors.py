@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from ai_gateway.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import ONE_ATTEMPT, make_settings
 from tests.e2e.server import GatewayServer, openai_client
 from tests.fake_upstream import FakeUpstream, json_reply, sse_reply
 from tests.fakes import chunk_payloads, completion_payload
@@ -24,7 +24,7 @@ def vendor_gateway(fake_upstream_server: FakeUpstream) -> Iterator[GatewayServer
         openai_api_key="sk-openai-test-1234567890",
         openai_base_url=base_url,
     )
-    with GatewayServer(create_app(settings)) as server:
+    with GatewayServer(create_app(settings, config=ONE_ATTEMPT)) as server:
         yield server
 
 

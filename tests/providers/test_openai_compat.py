@@ -8,7 +8,7 @@ import pytest
 
 from ai_gateway.config.config import VENDOR_NAMES
 from ai_gateway.providers.openai_compat import OpenAICompatProvider
-from ai_gateway.providers.registry import build_registry
+from ai_gateway.providers.registry import build_registry, param_policy
 from ai_gateway.providers.specs import SPECS, OpenAICompatSpec
 from ai_gateway.providers.wire import OpenAIWire, WireClient
 from tests.conftest import make_settings
@@ -40,7 +40,8 @@ def provider_for(spec: OpenAICompatSpec, wire: WireClient, upstream: FakeUpstrea
     client = OpenAIWire(
         wire, provider=spec.name, base_url=local.base_url, api_key=key, headers=spec.headers
     )
-    return OpenAICompatProvider(spec.name, client, unsupported_params=spec.unsupported_params)
+    policy = param_policy(spec.name, None, spec.unsupported_params)
+    return OpenAICompatProvider(spec.name, client, params=policy)
 
 
 @pytest.mark.anyio

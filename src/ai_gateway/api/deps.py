@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from ai_gateway.api.auth import auth_bearer
 from ai_gateway.config.config import Settings
 from ai_gateway.providers.registry import Registry
+from ai_gateway.routing.router import Router
 
 
 def settings_of(request: Request) -> Settings:
@@ -25,10 +26,22 @@ def registry_of(request: Request) -> Registry:
     return registry
 
 
+def router_of(request: Request) -> Router:
+    """The app's router: aliases, routes, breakers."""
+    router: Router = request.app.state.router
+    return router
+
+
+async def get_router(request: Request) -> Router:
+    """The router, as a dependency."""
+    return router_of(request)
+
+
 async def get_registry(request: Request) -> Registry:
     """The registry, as a dependency."""
     return registry_of(request)
 
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]
+RouterDep = Annotated[Router, Depends(get_router)]
 CallerDep = Annotated[None, Depends(auth_bearer)]

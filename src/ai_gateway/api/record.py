@@ -19,6 +19,8 @@ class RequestRecord:
     status: int | None = None
     provider: str | None = None
     model: str | None = None
+    route: str | None = None
+    attempts: int | None = None
     is_mock: bool | None = None
     is_stream: bool = False
     upstream_ms: float | None = None
@@ -54,6 +56,8 @@ class RequestRecord:
             "gateway_ms": self.gateway_ms,
             "provider": self.provider,
             "model": self.model,
+            "route": self.route,
+            "attempts": self.attempts,
             "mock": self.is_mock,
             "stream": self.is_stream,
             "prompt_tokens": usage.prompt_tokens if usage else None,

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 import structlog
@@ -9,22 +10,26 @@ from fastapi import APIRouter, Request, Response
 
 from ai_gateway.api.auth import auth_bearer
 from ai_gateway.api.body import read_chat_request
-from ai_gateway.api.deps import CallerDep, RegistryDep, registry_of, settings_of
+from ai_gateway.api.deps import CallerDep, RegistryDep, RouterDep, router_of, settings_of
 from ai_gateway.api.record import RequestRecord, record_of_request
-from ai_gateway.api.streaming import open_event_stream
+from ai_gateway.api.streaming import event_stream
 from ai_gateway.config.constants import (
     CHAT_COMPLETIONS_PATH,
+    DEPLOYMENT_HEADER,
+    DEPLOYMENTS_HEALTH_PATH,
     HEALTH_PATH,
     MOCK_HEADER,
     MODELS_PATH,
 )
 from ai_gateway.errors import GatewayError
-from ai_gateway.providers.base import ChatProvider
+from ai_gateway.routing.route import Deployment, Route
+from ai_gateway.routing.router import Router, Served
 from ai_gateway.schemas import ChatCompletionRequest, ModelCard, ModelList
 
 log = structlog.get_logger(__name__)
 
 api_router = APIRouter()
+ALIAS_OWNER = "ai_gateway"
 
 
 def json_response(payload: object, headers: dict[str, str] | None = None) -> Response:
@@ -32,41 +37,63 @@ def json_response(payload: object, headers: dict[str, str] | None = None) -> Res
     return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
-async def complete(
-    provider: ChatProvider, body: ChatCompletionRequest, record: RequestRecord
-) -> Response:
-    """Serve one chat request from `provider`, as JSON or as an event stream."""
-    record.provider, record.model, record.is_mock = provider.name, body.model, provider.is_mock
-    record.is_stream = body.is_streaming
-    headers = {MOCK_HEADER: "true"} if provider.is_mock else {}
-    if body.is_streaming:
-        chunks = provider.stream_chat_completions(body)
-        return await open_event_stream(
-            chunks, include_usage=body.wants_stream_usage, record=record, headers=headers
-        )
-    started = time.perf_counter()
-    completion = await provider.chat_completions(body)
+def served_headers(deployment: Deployment) -> dict[str, str]:
+    """Response headers naming what served the request."""
+    headers = {DEPLOYMENT_HEADER: deployment.key}
+    if deployment.provider.is_mock:
+        headers[MOCK_HEADER] = "true"
+    return headers
+
+
+def note_served(record: RequestRecord, served: Served[Any], started: float) -> None:
+    """The log line's figures for the deployment that answered."""
     record.note_upstream(started)
-    record.usage = completion.usage
-    return json_response(completion.data, headers)
+    record.provider = served.deployment.provider.name
+    record.model = served.deployment.model
+    record.is_mock = served.deployment.provider.is_mock
+    record.attempts = served.attempts
+
+
+async def complete(
+    router: Router, route: Route, body: ChatCompletionRequest, record: RequestRecord
+) -> Response:
+    """Serve one chat request over `route`, as JSON or as an event stream."""
+    record.route, record.is_stream = route.name, body.is_streaming
+    started = time.perf_counter()
+    if body.is_streaming:
+        stream = await router.open_stream(route, body)
+        note_served(record, stream, started)
+        return event_stream(
+            stream.value.first,
+            stream.value.rest,
+            include_usage=body.wants_stream_usage,
+            record=record,
+            headers=served_headers(stream.deployment),
+        )
+    answer = await router.complete(route, body)
+    note_served(record, answer, started)
+    record.usage = answer.value.usage
+    return json_response(answer.value.data, served_headers(answer.deployment))
 
 
 async def unified_chat_completions(request: Request) -> Response:
-    """`model` is `<provider>/<model id>`."""
+    """`model` is an alias or `<provider>/<model id>`."""
     await auth_bearer(request)
     body = await read_chat_request(request, settings_of(request).max_request_bytes)
-    provider, model_id = registry_of(request).resolve(body.model)
-    return await complete(
-        provider, body.model_copy(update={"model": model_id}), record_of_request()
-    )
+    router = router_of(request)
+    return await complete(router, router.route(body.model), body, record_of_request())
 
 
 async def provider_chat_completions(request: Request) -> Response:
     """`model` is the provider's own model id."""
     await auth_bearer(request)
-    provider = registry_of(request).provider(request.path_params["provider_name"])
+    router = router_of(request)
+    name = request.path_params["provider_name"]
+    router.registry.provider(name)  # an unknown provider is a 404 before the body is read
     body = await read_chat_request(request, settings_of(request).max_request_bytes)
-    return await complete(provider, body, record_of_request())
+    return await complete(
+        router, router.provider_route(name, body.model), body, record_of_request()
+    )
 
 
 # The chat routes call auth themselves: api/hot_path.py serves them in front of FastAPI;
@@ -83,15 +110,15 @@ def model_list(cards: list[ModelCard]) -> Response:
 
 
 @api_router.get(MODELS_PATH)
-async def unified_models(_: CallerDep, registry: RegistryDep) -> Response:
-    """Every provider's models, under the ids the unified route takes.
+async def unified_models(_: CallerDep, router: RouterDep) -> Response:
+    """The aliases, then every provider's models, under the ids the unified route takes.
 
     The providers are asked together; one that fails is left out (and logged), so one vendor's
     outage does not hide every other vendor's models. If every provider fails, so does the list.
     """
-    providers = list(registry)
+    providers = list(router.registry)
     answers = await asyncio.gather(*(p.list_models() for p in providers), return_exceptions=True)
-    cards: list[ModelCard] = []
+    cards = [ModelCard(id=name, owned_by=ALIAS_OWNER) for name in router.aliases]
     failures: list[GatewayError] = []
     for provider, answer in zip(providers, answers, strict=True):
         if isinstance(answer, GatewayError):
@@ -112,6 +139,14 @@ async def unified_models(_: CallerDep, registry: RegistryDep) -> Response:
 async def provider_models(provider_name: str, _: CallerDep, registry: RegistryDep) -> Response:
     """One provider's models, with bare ids."""
     return model_list(await registry.provider(provider_name).list_models())
+
+
+@api_router.get(DEPLOYMENTS_HEALTH_PATH)
+async def deployments_health(_: CallerDep, router: RouterDep) -> Response:
+    """Every known deployment's circuit breaker, and each alias's deployments in order."""
+    aliases = {name: [d.key for d in route.deployments] for name, route in router.aliases.items()}
+    deployments = [breaker.snapshot() for breaker in router.breakers]
+    return json_response({"object": "list", "data": deployments, "aliases": aliases})
 
 
 @api_router.get(HEALTH_PATH)

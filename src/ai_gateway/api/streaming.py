@@ -1,14 +1,13 @@
 """SSE framing: chunk -> `data: ...`, a final error event when the stream fails, then `[DONE]`.
 
-A failure before the first chunk propagates as an ordinary HTTP error: `open_event_stream` waits
-for that chunk before the 200 is sent. The response watches for the client going away and closes
+A failure before the first chunk propagates as an ordinary HTTP error: the router waits for that
+chunk before the 200 is sent. The response watches for the client going away and closes
 the chunk iterator (and with it the upstream stream) as soon as it does. Frames that are ready
 together (an upstream burst) leave in one write: each write wakes the client, and on a loaded
 machine that costs more than the gateway's own work for a frame.
 """
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing, suppress
 
@@ -81,22 +80,17 @@ async def event_frames(
     yield DONE
 
 
-async def open_event_stream(
-    chunks: AsyncGenerator[ChatCompletionChunk, None],
+def event_stream(
+    first: ChatCompletionChunk | None,
+    rest: AsyncGenerator[ChatCompletionChunk, None],
     *,
     include_usage: bool,
     record: RequestRecord,
     headers: Mapping[str, str],
 ) -> "EventStreamResponse":
-    """Wait for the first chunk (errors before it are plain HTTP errors), then stream."""
-    started = time.perf_counter()
-    try:
-        first = await anext(chunks, None)
-    except BaseException:
-        await chunks.aclose()
-        raise
-    record.note_upstream(started)
-    frames = event_frames(first, chunks, include_usage=include_usage, record=record)
+    """The 200 event stream of a stream whose first chunk has arrived (routing/router.py waits
+    for it, so failures before it are plain HTTP errors)."""
+    frames = event_frames(first, rest, include_usage=include_usage, record=record)
     return EventStreamResponse(frames, headers={**headers, **SSE_HEADERS})
 
 

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     ci: bool = False
+    ai_gateway_config: str | None = None
     # OpenAI-compatible vendors (providers/specs.py): a key turns a hosted vendor on, a base URL
     # turns a local server on (and overrides a hosted vendor's URL).
     openai_api_key: SecretStr | None = None

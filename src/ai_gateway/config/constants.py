@@ -8,10 +8,12 @@ CEREBRAS_DEFAULT_BASE_URL: Final = "https://api.cerebras.ai"
 CHAT_COMPLETIONS_PATH: Final = "/v1/chat/completions"
 MODELS_PATH: Final = "/v1/models"
 HEALTH_PATH: Final = "/healthz"
+DEPLOYMENTS_HEALTH_PATH: Final = "/v1/deployments/health"
 
 REQUEST_ID_HEADER: Final = "x-request-id"
 SERVER_TIMING_HEADER: Final = "server-timing"
 MOCK_HEADER: Final = "x-ai-gateway-mock"
+DEPLOYMENT_HEADER: Final = "x-ai-gateway-deployment"
 SHOULD_RETRY_HEADER: Final = "x-should-retry"
 RETRY_AFTER_HEADERS: Final = ("retry-after", "retry-after-ms")
 

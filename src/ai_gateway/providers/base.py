@@ -39,6 +39,10 @@ class ChatProvider(Protocol):
         """The models this provider serves, with bare ids."""
         ...
 
+    def with_connect_timeout(self, seconds: float) -> "ChatProvider":
+        """The same provider whose new upstream connections give up after `seconds`."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
@@ -63,6 +67,10 @@ class UpstreamAPI(Protocol):
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The upstream's model list entries."""
+        ...
+
+    def with_connect_timeout(self, seconds: float) -> "UpstreamAPI":
+        """The same upstream whose new connections give up after `seconds`."""
         ...
 
     async def aclose(self) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from ai_gateway.config import constants
 from ai_gateway.providers.base import UpstreamAPI
 from ai_gateway.providers.openai_compat import OpenAICompatProvider
+from ai_gateway.providers.params import ParamPolicy
 
 
 class CerebrasProvider(OpenAICompatProvider):
@@ -15,7 +16,10 @@ class CerebrasProvider(OpenAICompatProvider):
         self,
         client: UpstreamAPI,
         *,
+        params: ParamPolicy | None = None,
         models_ttl_s: float = constants.DEFAULT_MODELS_CACHE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(constants.CEREBRAS, client, models_ttl_s=models_ttl_s, clock=clock)
+        super().__init__(
+            constants.CEREBRAS, client, params=params, models_ttl_s=models_ttl_s, clock=clock
+        )

@@ -7,6 +7,7 @@ and a shared httpx client with explicit connection limits.
 """
 
 import asyncio
+import copy
 import inspect
 import json
 from collections.abc import AsyncGenerator, Iterator
@@ -124,6 +125,13 @@ class CerebrasClient:
 
     def __repr__(self) -> str:
         return f"CerebrasClient(base_url={self.base_url!r}, timeout={self._timeout})"
+
+    def with_connect_timeout(self, seconds: float) -> "CerebrasClient":
+        """The same client (sharing its connections) whose connects give up after `seconds`."""
+        variant = copy.copy(self)
+        variant._sdk = self._sdk.with_options(timeout=httpx.Timeout(self._timeout, connect=seconds))
+        variant._owns_http = False
+        return variant
 
     async def chat(
         self, model: str, messages: list[dict[str, Any]], **params: Any

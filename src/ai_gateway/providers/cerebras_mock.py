@@ -162,6 +162,10 @@ class MockCerebrasClient:
     def __repr__(self) -> str:
         return "MockCerebrasClient()"
 
+    def with_connect_timeout(self, seconds: float) -> "MockCerebrasClient":
+        """The mock connects to nothing."""
+        return self
+
     async def chat(
         self, model: str, messages: list[dict[str, Any]], **params: Any
     ) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """OpenAICompatProvider: OpenAI requests and replies <-> any upstream that speaks the OpenAI wire.
 
-The adapter adapts outgoing parameters (drops the ones a vendor rejects), maps replies to the
+The adapter adapts outgoing parameters (its ParamPolicy: pass, drop or reject), maps replies to the
 exact OpenAI shapes (providers/responses.py) and caches the model list. Its client is an
 UpstreamAPI: the shared native wire for every vendor, or for Cerebras also its SDK or the mock.
 """
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
@@ -13,6 +14,7 @@ from typing import Any
 
 from ai_gateway.config import constants
 from ai_gateway.providers.base import UpstreamAPI, malformed
+from ai_gateway.providers.params import ParamPolicy
 from ai_gateway.providers.responses import ChunkNormalizer, to_completion
 from ai_gateway.schemas import (
     ChatCompletionChunk,
@@ -30,12 +32,12 @@ class OpenAICompatProvider:
         name: str,
         client: UpstreamAPI,
         *,
-        unsupported_params: frozenset[str] = frozenset(),
+        params: ParamPolicy | None = None,
         models_ttl_s: float = constants.DEFAULT_MODELS_CACHE_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
-        self._unsupported = unsupported_params
+        self._policy = params or ParamPolicy(name)
         self._client = client
         self.is_mock = client.is_mock
         self._models_ttl_s = models_ttl_s
@@ -45,7 +47,7 @@ class OpenAICompatProvider:
 
     async def chat_completions(self, req: ChatCompletionRequest) -> ChatCompletionResponse:
         """One completion, mapped to the OpenAI schema."""
-        params = self._supported(req.upstream_params())
+        params = self._policy.apply(req.model, req.upstream_params())
         data = await self._client.chat(req.model, req.upstream_messages(), **params)
         return to_completion(self.name, data)
 
@@ -54,7 +56,7 @@ class OpenAICompatProvider:
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Chunks mapped to the OpenAI schema; usage always arrives as a final usage chunk."""
         normalizer = ChunkNormalizer(self.name)
-        params = self._supported(stream_params(req))
+        params = {**self._policy.apply(req.model, stream_params(req)), "stream": True}
         chunks = self._client.stream_chat(req.model, req.upstream_messages(), **params)
         async with aclosing(chunks):
             async for data in chunks:
@@ -74,11 +76,11 @@ class OpenAICompatProvider:
         """Close the client."""
         await self._client.aclose()
 
-    def _supported(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The parameters without the ones this upstream rejects."""
-        if not self._unsupported:
-            return params
-        return {k: v for k, v in params.items() if k not in self._unsupported}
+    def with_connect_timeout(self, seconds: float) -> "OpenAICompatProvider":
+        """The same provider whose new connections give up after `seconds`."""
+        variant = copy.copy(self)
+        variant._client = self._client.with_connect_timeout(seconds)
+        return variant
 
 
 def stream_params(req: ChatCompletionRequest) -> dict[str, Any]:

@@ -1,19 +1,23 @@
 """Registry: model id -> provider; built from settings, opened and closed with the app."""
 
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 import structlog
 from pydantic import SecretStr
 
 from ai_gateway.config import constants
 from ai_gateway.config.config import Settings
+from ai_gateway.config.loader import ConfigurationError
+from ai_gateway.config.routing import GatewayConfig, ProviderConfig
 from ai_gateway.errors import ModelNotFound, NotFound
 from ai_gateway.providers.base import ChatProvider
 from ai_gateway.providers.cerebras import CerebrasProvider
 from ai_gateway.providers.cerebras_client import CerebrasAPI, CerebrasClient
 from ai_gateway.providers.cerebras_mock import MockCerebrasClient
 from ai_gateway.providers.openai_compat import OpenAICompatProvider
+from ai_gateway.providers.params import Action, ParamPolicy
 from ai_gateway.providers.specs import SPECS, OpenAICompatSpec
 from ai_gateway.providers.unconfigured import UnconfiguredProvider
 from ai_gateway.providers.wire import OpenAIWire, WireClient
@@ -86,7 +90,21 @@ def cerebras_client(settings: Settings, wire: WireClient) -> CerebrasAPI | None:
     return OpenAIWire(wire, provider=constants.CEREBRAS, base_url=base_url, api_key=key)
 
 
-def build_cerebras(settings: Settings, wire: WireClient) -> ChatProvider:
+def param_policy(
+    name: str, config: ProviderConfig | None, drops: frozenset[str] = frozenset()
+) -> ParamPolicy:
+    """A provider's parameter policy: the spec's drops, then the config file's actions."""
+    default: dict[str, Action] = dict.fromkeys(sorted(drops), "drop")
+    if config is None:
+        return ParamPolicy(name, MappingProxyType(default))
+    default.update(config.params)
+    per_model = {model: MappingProxyType(dict(own.params)) for model, own in config.models.items()}
+    return ParamPolicy(name, MappingProxyType(default), MappingProxyType(per_model))
+
+
+def build_cerebras(
+    settings: Settings, wire: WireClient, config: ProviderConfig | None = None
+) -> ChatProvider:
     """Cerebras in mock mode, real mode, or not configured (503 on use, warned at start-up)."""
     client = cerebras_client(settings, wire)
     if client is None:
@@ -100,49 +118,129 @@ def build_cerebras(settings: Settings, wire: WireClient) -> ChatProvider:
         mock=client.is_mock,
         transport=None if client.is_mock else settings.cerebras_client,
     )
-    return CerebrasProvider(client, models_ttl_s=settings.models_cache_ttl_s)
+    return CerebrasProvider(
+        client,
+        params=param_policy(constants.CEREBRAS, config),
+        models_ttl_s=settings.models_cache_ttl_s,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VendorSource:
+    """Where one OpenAI-compatible vendor's settings come from: its spec, env, config file."""
+
+    spec: OpenAICompatSpec
+    config: ProviderConfig | None = None
+
+    def key(self, settings: Settings, environ: Mapping[str, str]) -> str | None:
+        """The vendor's key: the config's `api_key_env` variable, else `<NAME>_API_KEY`."""
+        if self.config is not None and self.config.api_key_env:
+            return environ.get(self.config.api_key_env, "").strip() or None
+        secret: SecretStr | None = getattr(settings, self.spec.key_setting, None)
+        return secret.get_secret_value() if secret is not None else None
+
+    def base_url(self, settings: Settings) -> str | None:
+        """A base URL set by the config file or `<NAME>_BASE_URL`, if any."""
+        if self.config is not None and self.config.base_url:
+            return self.config.base_url
+        url: str | None = getattr(settings, self.spec.base_url_setting, None)
+        return url
+
+    @property
+    def key_variable(self) -> str:
+        """The environment variable the key is read from."""
+        if self.config is not None and self.config.api_key_env:
+            return self.config.api_key_env
+        return self.spec.key_setting.upper()
+
+    @property
+    def requires_key(self) -> bool:
+        """A declared `api_key_env` always needs its key; otherwise the spec decides."""
+        if self.config is not None and self.config.api_key_env:
+            return True
+        return self.spec.requires_key
 
 
 def build_vendor(
-    settings: Settings, wire: WireClient, spec: OpenAICompatSpec
+    settings: Settings,
+    wire: WireClient,
+    source: VendorSource,
+    environ: Mapping[str, str] = MappingProxyType({}),
 ) -> ChatProvider | None:
-    """An OpenAI-compatible vendor, if the settings turn it on (its key, or for a local server
-    its base URL)."""
-    key: SecretStr | None = getattr(settings, spec.key_setting)
-    base_url: str | None = getattr(settings, spec.base_url_setting)
-    if (key is None) if spec.requires_key else (base_url is None):
-        return None
+    """An OpenAI-compatible vendor, if it is turned on (its key, or for a local server its base
+    URL). A vendor the config file declares but whose key is missing answers 503."""
+    spec, config = source.spec, source.config
+    key, base_url = source.key(settings, environ), source.base_url(settings)
+    if (key is None) if source.requires_key else (base_url is None and config is None):
+        if config is None:
+            return None
+        log.warning("provider_not_configured", provider=spec.name, key_variable=source.key_variable)
+        return UnconfiguredProvider(spec.name, key_variable=source.key_variable)
+    headers = {**spec.headers, **(config.headers if config else {})}
     client = OpenAIWire(
         wire,
         provider=spec.name,
         base_url=base_url or spec.base_url,
-        api_key=key.get_secret_value() if key else "",
-        headers=spec.headers,
+        api_key=key or "",
+        headers=headers,
     )
     log.info("provider_ready", provider=spec.name, mock=False, transport="native")
     return OpenAICompatProvider(
         spec.name,
         client,
-        unsupported_params=spec.unsupported_params,
+        params=param_policy(spec.name, config, spec.unsupported_params),
         models_ttl_s=settings.models_cache_ttl_s,
     )
 
 
-def build_registry(settings: Settings) -> Registry:
-    """Every provider the settings configure, sharing one HTTP session for the OpenAI wire."""
+def vendor_sources(config: GatewayConfig) -> list[VendorSource]:
+    """Every shipped spec (with its config overrides), then the config file's new providers."""
+    specs = {spec.name: spec for spec in SPECS}
+    sources = [VendorSource(spec, config.providers.get(spec.name)) for spec in SPECS]
+    for name, own in config.providers.items():
+        if name == constants.CEREBRAS or name in specs:
+            continue
+        if own.spec is not None and own.spec not in specs:
+            known = ", ".join(sorted(specs))
+            raise ConfigurationError(
+                f"providers.{name}.spec: unknown spec '{own.spec}'; shipped specs: {known}"
+            )
+        base = specs[own.spec] if own.spec else None
+        if base is None and own.base_url is None:
+            raise ConfigurationError(
+                f"providers.{name}: a new provider needs 'base_url' (or 'spec' to start from)"
+            )
+        spec = replace(base, name=name) if base else OpenAICompatSpec(name, own.base_url or "")
+        sources.append(VendorSource(replace(spec, requires_key=False), own))
+    return sources
+
+
+def check_cerebras_config(config: ProviderConfig | None) -> None:
+    """Cerebras's key, URL and transport come from its environment variables."""
+    if config is None:
+        return
+    for field_name in ("spec", "base_url", "api_key_env", "headers"):
+        if getattr(config, field_name):
+            raise ConfigurationError(
+                f"providers.cerebras.{field_name}: Cerebras is set up by its environment "
+                "variables (CEREBRAS_API_KEY, CEREBRAS_BASE_URL, CEREBRAS_CLIENT); the file "
+                "sets only its parameter policy ('params', 'models')"
+            )
+
+
+def build_registry(
+    settings: Settings,
+    config: GatewayConfig | None = None,
+    environ: Mapping[str, str] = MappingProxyType({}),
+) -> Registry:
+    """Every provider the settings and the config file configure, sharing one HTTP session."""
+    config = config or GatewayConfig()
+    cerebras_config = config.providers.get(constants.CEREBRAS)
+    check_cerebras_config(cerebras_config)
+    sources = vendor_sources(config)
     wire = WireClient(timeout=settings.request_timeout_s)
-    providers = {constants.CEREBRAS: build_cerebras(settings, wire)}
-    for spec in SPECS:
-        if (vendor := build_vendor(settings, wire, spec)) is not None:
-            providers[spec.name] = vendor
+    providers = {constants.CEREBRAS: build_cerebras(settings, wire, cerebras_config)}
+    for source in sources:
+        if (vendor := build_vendor(settings, wire, source, environ)) is not None:
+            providers[source.spec.name] = vendor
     return Registry(providers, wire=wire)
-
-
-@asynccontextmanager
-async def open_registry(settings: Settings) -> AsyncIterator[Registry]:
-    """The registry for the app's lifetime; its clients are closed on exit."""
-    registry = build_registry(settings)
-    try:
-        yield registry
-    finally:
-        await registry.aclose()

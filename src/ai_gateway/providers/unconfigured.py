@@ -42,5 +42,9 @@ class UnconfiguredProvider:
         """No models."""
         return []
 
+    def with_connect_timeout(self, seconds: float) -> "UnconfiguredProvider":
+        """Connects to nothing."""
+        return self
+
     async def aclose(self) -> None:
         """Nothing to release."""

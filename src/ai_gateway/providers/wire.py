@@ -6,6 +6,7 @@ keep-alive connection pool for every OpenAI-compatible upstream.
 """
 
 import asyncio
+import copy
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
@@ -38,19 +39,20 @@ class WireClient:
                 keepalive_timeout=30,
                 ttl_dns_cache=300,
             )
-            timeouts = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=min(self.timeout, constants.DEFAULT_CONNECT_TIMEOUT_S),
-                sock_read=self.timeout,
-            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=timeouts,
+                timeout=self.timeouts(),
                 json_serialize=lambda value: orjson.dumps(value).decode(),
                 headers={"User-Agent": USER_AGENT},
                 auto_decompress=True,
             )
         return self._session
+
+    def timeouts(self, connect_s: float | None = None) -> aiohttp.ClientTimeout:
+        """Per-socket limits: connecting (default the shorter of 5 s and the request timeout),
+        and each read."""
+        connect = connect_s or min(self.timeout, constants.DEFAULT_CONNECT_TIMEOUT_S)
+        return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=self.timeout)
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
@@ -139,12 +141,19 @@ class OpenAIWire:
         self._provider = provider
         self._base_url = base_url.rstrip("/")
         self._secrets = (api_key,)
+        self._timeouts = wire.timeouts()
         self._headers = {**(headers or {}), "Content-Type": "application/json"}
         if api_key:  # local servers may need none
             self._headers["Authorization"] = f"Bearer {api_key}"
 
     def __repr__(self) -> str:
         return f"OpenAIWire(provider={self._provider!r}, base_url={self._base_url!r})"
+
+    def with_connect_timeout(self, seconds: float) -> "OpenAIWire":
+        """The same upstream whose new connections give up after `seconds`."""
+        variant = copy.copy(self)
+        variant._timeouts = self._wire.timeouts(seconds)
+        return variant
 
     def _body(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> bytes:
         return orjson.dumps({"model": model, "messages": messages, **params})
@@ -164,7 +173,10 @@ class OpenAIWire:
             async with (
                 asyncio.timeout(self._wire.timeout),
                 self._wire.session.post(
-                    url, data=self._body(model, messages, params), headers=self._headers
+                    url,
+                    data=self._body(model, messages, params),
+                    headers=self._headers,
+                    timeout=self._timeouts,
                 ) as response,
             ):
                 body = await response.read()
@@ -182,7 +194,9 @@ class OpenAIWire:
         with wire_errors(self._provider):
             async with AsyncExitStack() as stack:
                 async with asyncio.timeout(self._wire.timeout):
-                    response = await self._wire.session.post(url, data=body, headers=self._headers)
+                    response = await self._wire.session.post(
+                        url, data=body, headers=self._headers, timeout=self._timeouts
+                    )
                     stack.push_async_exit(release_or_close(response))
                     if response.status >= 400:
                         error = await response.read()
@@ -217,7 +231,7 @@ class OpenAIWire:
             async with (
                 asyncio.timeout(self._wire.timeout),
                 self._wire.session.get(
-                    f"{self._base_url}/models", headers=self._headers
+                    f"{self._base_url}/models", headers=self._headers, timeout=self._timeouts
                 ) as response,
             ):
                 body = await response.read()

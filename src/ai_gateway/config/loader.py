@@ -1,0 +1,55 @@
+"""Reading the config file: YAML in, a validated GatewayConfig out, or one clear message."""
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from ai_gateway.config.routing import GatewayConfig
+
+
+class ConfigurationError(RuntimeError):
+    """The settings or the config file cannot start a gateway; the message says what to change."""
+
+
+def location(parts: tuple[int | str, ...]) -> str:
+    """`aliases.fast.deployments[0].model` from pydantic's error location."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def describe(error: ValidationError, path: str) -> str:
+    """Every problem of the file, one per line, each with where it is."""
+    lines = [f"{path}: {error.error_count()} problem(s):"]
+    for item in error.errors():
+        lines.append(f"  {location(item['loc'])}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
+    """The config from YAML text."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return GatewayConfig()
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: the top level must be a mapping")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigurationError(describe(exc, path)) from None
+
+
+def load_config(path: str | None) -> GatewayConfig:
+    """The config file at `path`, or the defaults when no file is set."""
+    if not path:
+        return GatewayConfig()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    return parse_config(text, path)

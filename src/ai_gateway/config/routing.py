@@ -1,0 +1,148 @@
+"""The config file's shape (`AI_GATEWAY_CONFIG`): providers, model aliases, routing policy.
+
+Every model forbids unknown keys, so a typo (`retires: 3`) is an error at start-up, not a setting
+silently ignored. docs/routing.md is the reference; `ai-gateway check-config` prints the result.
+"""
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+ParamAction = Literal["pass", "drop", "reject"]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class FileModel(BaseModel):
+    """Base of the file's sections: unknown keys are errors, values are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class TimeoutsConfig(FileModel):
+    """Limits of one upstream attempt; unset ones fall back to the routing defaults."""
+
+    connect_s: Seconds | None = None
+    first_byte_s: Seconds | None = None
+    total_s: Seconds | None = None
+
+
+class BackoffConfig(FileModel):
+    """Exponential backoff between retries: initial * 2**n, at most max, with jitter."""
+
+    initial_ms: Annotated[int, Field(ge=0, le=60_000)] = 250
+    max_ms: Annotated[int, Field(ge=0, le=600_000)] = 4_000
+
+
+class BreakerConfig(FileModel):
+    """When a deployment's circuit opens, and for how long."""
+
+    consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    failure_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    min_requests: Annotated[int, Field(ge=1)] = 20
+    window: Annotated[int, Field(ge=1, le=10_000)] = 100
+    cooldown_s: Seconds = 30.0
+
+
+class RoutingConfig(FileModel):
+    """Defaults for every route: aliases, `provider/model` and the per-provider routes."""
+
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    deadline_s: Seconds = 60.0
+    backoff: BackoffConfig = BackoffConfig()
+    retry_after_max_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    breaker: BreakerConfig = BreakerConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+
+
+class ModelPolicyConfig(FileModel):
+    """Parameter policy for one upstream model."""
+
+    params: dict[str, ParamAction] = {}
+
+
+class ProviderConfig(FileModel):
+    """A provider: a shipped vendor's overrides, or a new OpenAI-compatible upstream."""
+
+    spec: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] = {}
+    params: dict[str, ParamAction] = {}
+    models: dict[str, ModelPolicyConfig] = {}
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("base_url must start with http:// or https:// and name a host")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError("api_key_env must be an environment variable name, not a key")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"'{name}' is not a valid header name")
+            if name.lower() in {"authorization", "content-type", "content-length", "host"}:
+                raise ValueError(f"header '{name}' is set by the gateway and cannot be overridden")
+        return value
+
+
+class DeploymentConfig(FileModel):
+    """One place an alias can be served: `provider/model`, with its own limits and parameters."""
+
+    model: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}/.+$")]
+    weight: Annotated[float, Field(gt=0)] | None = None
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    params: dict[str, object] = {}
+
+    @field_validator("params")
+    @classmethod
+    def _not_the_route(cls, value: dict[str, object]) -> dict[str, object]:
+        for name in ("model", "messages", "stream"):
+            if name in value:
+                raise ValueError(f"'{name}' cannot be overridden by a deployment")
+        return value
+
+
+class AliasConfig(FileModel):
+    """A model name callers use, served by an ordered list of deployments."""
+
+    deployments: Annotated[list[DeploymentConfig], Field(min_length=1)]
+    strategy: Literal["ordered", "weighted"] = "ordered"
+    hedge_after_ms: Annotated[int, Field(gt=0, le=600_000)] | None = None
+    fallback_on_context_length: bool = False
+    retries: Annotated[int, Field(ge=0, le=10)] | None = None
+    deadline_s: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AliasConfig":
+        weighted = [d.model for d in self.deployments if d.weight is not None]
+        if weighted and self.strategy != "weighted":
+            raise ValueError("'weight' is only used with 'strategy: weighted'")
+        if self.hedge_after_ms is not None and len(self.deployments) < 2:
+            raise ValueError("'hedge_after_ms' needs at least two deployments")
+        models = [d.model for d in self.deployments]
+        if len(set(models)) != len(models):
+            raise ValueError("a deployment is listed twice")
+        return self
+
+
+class GatewayConfig(FileModel):
+    """The whole file. Every section is optional; an empty file changes nothing."""
+
+    providers: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ProviderConfig] = {}
+    aliases: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")], AliasConfig
+    ] = {}
+    routing: RoutingConfig = RoutingConfig()

@@ -1,0 +1,1 @@
+"""Routing: aliases, retries, fallbacks, breakers, hedging."""

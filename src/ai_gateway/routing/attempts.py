@@ -1,0 +1,128 @@
+"""Attempts: one request's plan over its route's deployments: which next, and when.
+
+Deployments are tried in rounds: each gets its first try (in route order) before any gets a
+retry, so a failing deployment falls back to the next one at once, and retries wait a backoff.
+Within a round, deployments whose breaker is closed (or half-open, free for a probe) come first
+in route order; open ones come last, least recently failed first. Nothing is ever skipped only
+because its breaker is open.
+"""
+
+import random
+import time
+from collections.abc import Callable, Collection
+
+import structlog
+
+from ai_gateway.errors import GatewayError, ProviderError
+from ai_gateway.routing.breaker import BreakerBoard
+from ai_gateway.routing.outcome import Outcome, classify, most_informative, retry_after_s
+from ai_gateway.routing.route import Deployment, Route
+
+log = structlog.get_logger(__name__)
+
+
+def weighted_order(deployments: tuple[Deployment, ...], rng: random.Random) -> list[Deployment]:
+    """A random order in which each next deployment is drawn in proportion to its weight."""
+    left, order = list(deployments), []
+    while left:
+        pick = rng.choices(range(len(left)), weights=[d.weight for d in left])[0]
+        order.append(left.pop(pick))
+    return order
+
+
+class Attempts:
+    """The request's attempt plan, fed the outcome of each attempt."""
+
+    def __init__(
+        self,
+        route: Route,
+        breakers: BreakerBoard,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.route = route
+        self.policy = route.policy
+        self._breakers = breakers
+        self._clock = clock
+        deployments = route.deployments
+        self.order = (
+            weighted_order(deployments, rng or random.Random())  # noqa: S311  # not crypto
+            if self.policy.weighted and len(deployments) > 1
+            else list(deployments)
+        )
+        self.deadline = clock() + self.policy.deadline_s
+        self.tries = {d.key: 0 for d in self.order}
+        self.ready_at = {d.key: 0.0 for d in self.order}
+        self.excluded: set[str] = set()
+        self.errors: list[GatewayError] = []
+        self.count = 0
+
+    def next(self, busy: Collection[str] = ()) -> tuple[Deployment, float] | None:
+        """The next deployment and when to start it; None when nothing is left to try."""
+        candidates = [
+            (index, d)
+            for index, d in enumerate(self.order)
+            if d.key not in self.excluded
+            and d.key not in busy
+            and self.tries[d.key] <= self.policy.retries
+            and self.ready_at[d.key] < self.deadline
+        ]
+        if not candidates:
+            return None
+        now = self._clock()
+        _, chosen = min(candidates, key=lambda item: self._rank(item[0], item[1], now))
+        return chosen, max(self.ready_at[chosen.key], now)
+
+    def _rank(self, index: int, deployment: Deployment, now: float) -> tuple[float, ...]:
+        breaker = self._breakers.get(deployment.key)
+        ready = max(self.ready_at[deployment.key], now)
+        if breaker.allows():
+            return (self.tries[deployment.key], 0, ready, index)
+        return (self.tries[deployment.key], 1, breaker.last_failure_at or 0.0, index)
+
+    def started(self, deployment: Deployment) -> None:
+        """An attempt on `deployment` begins."""
+        self.tries[deployment.key] += 1
+        self.count += 1
+        self._breakers.get(deployment.key).started()
+
+    def remaining_s(self) -> float:
+        """Time left before the request's deadline."""
+        return max(self.deadline - self._clock(), 0.0)
+
+    def failed(self, deployment: Deployment, error: GatewayError) -> Outcome:
+        """Note a failed attempt; the outcome says whether the request goes on."""
+        self.errors.append(error)
+        outcome = classify(error, fallback_on_context_length=self.policy.fallback_on_context_length)
+        if outcome is Outcome.FALL_BACK:
+            self.excluded.add(deployment.key)
+        elif outcome is Outcome.RETRY:
+            self._schedule_retry(deployment, error)
+        log.info(
+            "attempt_failed",
+            deployment=deployment.key,
+            status=error.status_code,
+            code=error.code,
+            outcome=outcome.value,
+            attempt=self.count,
+        )
+        return outcome
+
+    def _schedule_retry(self, deployment: Deployment, error: GatewayError) -> None:
+        """When the deployment may be tried again: its Retry-After, else the backoff."""
+        wait = retry_after_s(error)
+        if wait is not None and wait > self.policy.retry_after_max_s:
+            self.excluded.add(deployment.key)  # not worth waiting for within this request
+            return
+        if wait is None or wait == 0:
+            tries = self.tries[deployment.key]
+            base = self.policy.backoff_initial_s * 2 ** (tries - 1)
+            wait = min(base, self.policy.backoff_max_s) * random.uniform(0.5, 1.0)  # noqa: S311
+        self.ready_at[deployment.key] = self._clock() + wait
+
+    def final_error(self) -> GatewayError:
+        """The error for the caller once nothing is left to try."""
+        if not self.errors:
+            return ProviderError(f"No deployment of '{self.route.name}' could be tried.")
+        return most_informative(self.errors)

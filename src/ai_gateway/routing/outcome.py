@@ -1,0 +1,101 @@
+"""What a failed attempt means for the rest of the request: retry, fall back, or stop.
+
+- retry: connection errors, timeouts, malformed answers, upstream 5xx and 429. The same deployment
+  may be tried again after a backoff (or the upstream's Retry-After), others at once.
+- fall back: this deployment cannot serve this request, another might: the upstream rejected the
+  gateway's key, the provider has no key here, the deployment's policy rejects a parameter, or
+  (where the alias allows it) the context is too long for this model.
+- stop: the caller's own error (400, 401, 403, 404, 409, 413, 422) goes back at once.
+"""
+
+import re
+import time
+from email.utils import parsedate_to_datetime
+from enum import Enum
+
+from ai_gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    ProviderError,
+    ProviderNotConfigured,
+    RateLimited,
+)
+from ai_gateway.providers.params import ParameterRejected
+
+CONTEXT_LENGTH = re.compile(
+    r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long", re.I
+)
+
+
+class Outcome(Enum):
+    """What to do after a failed attempt."""
+
+    RETRY = "retry"
+    FALL_BACK = "fall_back"
+    STOP = "stop"
+
+
+def is_context_length(error: GatewayError) -> bool:
+    """An upstream's "the prompt does not fit this model" answer."""
+    if not isinstance(error, InvalidRequest):
+        return False
+    return error.code == "context_length_exceeded" or bool(CONTEXT_LENGTH.search(error.message))
+
+
+def classify(error: GatewayError, *, fallback_on_context_length: bool) -> Outcome:
+    """The outcome of one failed attempt."""
+    if isinstance(error, ProviderError) and error.code == "upstream_auth_error":
+        return Outcome.FALL_BACK
+    if isinstance(error, RateLimited | ProviderError):
+        return Outcome.RETRY
+    if isinstance(error, ProviderNotConfigured | ParameterRejected):
+        return Outcome.FALL_BACK
+    if fallback_on_context_length and is_context_length(error):
+        return Outcome.FALL_BACK
+    return Outcome.STOP
+
+
+def marks_unhealthy(error: GatewayError) -> bool:
+    """Whether the failure counts against the deployment's breaker.
+
+    A 429 is the upstream working as designed (Retry-After handles it), and a rejected parameter
+    or a too-long prompt is about this request, not the deployment.
+    """
+    return isinstance(error, ProviderError | ProviderNotConfigured)
+
+
+def informativeness(error: GatewayError) -> int:
+    """How much the caller learns from an error; the highest is the one returned.
+
+    A 400 (prompt too long, parameter refused) says what to change; a 429 says when to come back;
+    an upstream failure only that it failed; an unconfigured provider least of all.
+    """
+    if isinstance(error, InvalidRequest):
+        return 4
+    if isinstance(error, RateLimited):
+        return 3
+    if isinstance(error, ProviderError):
+        return 2
+    return 1
+
+
+def most_informative(errors: list[GatewayError]) -> GatewayError:
+    """The error the caller sees when every attempt failed (the latest among equals)."""
+    return max(reversed(errors), key=informativeness)
+
+
+def retry_after_s(error: GatewayError, *, now: float | None = None) -> float | None:
+    """The upstream's `retry-after-ms` / `retry-after` (seconds or an HTTP date), in seconds."""
+    headers = {name.lower(): value for name, value in error.headers.items()}
+    try:
+        if "retry-after-ms" in headers:
+            return max(float(headers["retry-after-ms"]) / 1000, 0.0)
+        if "retry-after" in headers:
+            value = headers["retry-after"].strip()
+            if re.fullmatch(r"\d+(\.\d+)?", value):
+                return float(value)
+            when = parsedate_to_datetime(value).timestamp()
+            return max(when - (time.time() if now is None else now), 0.0)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return None
