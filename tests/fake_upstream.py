@@ -355,7 +355,8 @@ class FakeUpstream:
 
     @property
     def disconnects(self) -> int:
-        """Client closes seen while a chunked reply was being sent or a hang reply waited."""
+        """Client closes seen while a reply was delayed, a chunked reply was being sent, or a
+        hang reply waited."""
         with self._lock:
             return self._disconnects
 
@@ -540,8 +541,7 @@ class FakeUpstream:
             self._count_disconnect()
             return False
         if reply.delay > 0 and await conn.eof_within(reply.delay):
-            if reply.chunks is not None:
-                self._count_disconnect()
+            self._count_disconnect()
             return False
         if reply.chunks is not None:
             return await self._send_chunked(conn, reply, reply.chunks, keep_alive)

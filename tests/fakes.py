@@ -125,5 +125,8 @@ class FakeProvider:
             raise self.error
         return self.models
 
+    def with_connect_timeout(self, seconds: float) -> "FakeProvider":
+        return self
+
     async def aclose(self) -> None:
         return None
