@@ -18,6 +18,7 @@ from ai_gateway.config.config import Settings
 from ai_gateway.config.loader import ConfigurationError, load_config
 from ai_gateway.logs import configure_logging
 from ai_gateway.providers.registry import build_registry
+from ai_gateway.routing.router import Router
 from ai_gateway.routing.table import build_router, render_table
 
 log = structlog.get_logger(__name__)
@@ -74,6 +75,7 @@ def serve(args: argparse.Namespace) -> None:
     settings = with_gateway_keys(settings)
     options = {"host": args.host, "port": args.port, "log_config": None, "access_log": False}
     if args.workers > 1:
+        resolve_routing(settings)  # a bad config file stops here, not in every worker
         keys = ",".join(key.get_secret_value() for key in settings.gateway_api_keys)
         os.environ["GATEWAY_API_KEYS"] = keys
         os.environ["LOG_LEVEL"] = settings.log_level
@@ -84,16 +86,21 @@ def serve(args: argparse.Namespace) -> None:
     uvicorn.run(create_app(settings), **options)
 
 
+def resolve_routing(settings: Settings) -> Router:
+    """The config file read and every alias resolved, as the server would at start-up."""
+    config = load_config(settings.ai_gateway_config)
+    return build_router(config, build_registry(settings, config, os.environ))
+
+
 def check_config(args: argparse.Namespace) -> None:
     """Load the settings and the config file, resolve every alias, print the routing table."""
     settings = Settings()
     if args.config:
         settings = settings.model_copy(update={"ai_gateway_config": args.config})
     configure_logging("error", settings.log_format)
-    config = load_config(settings.ai_gateway_config)
-    registry = build_registry(settings, config, os.environ)
+    router = resolve_routing(settings)
     source = settings.ai_gateway_config or "no config file (AI_GATEWAY_CONFIG unset)"
-    sys.stdout.write(f"config: {source}: OK\n{render_table(build_router(config, registry))}\n")
+    sys.stdout.write(f"config: {source}: OK\n{render_table(router)}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

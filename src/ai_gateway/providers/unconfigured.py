@@ -19,11 +19,11 @@ class UnconfiguredProvider:
 
     def __init__(self, name: str, *, key_variable: str) -> None:
         self.name = name
-        self._key_variable = key_variable
+        self.key_variable = key_variable
 
     def _error(self) -> ProviderNotConfigured:
         return ProviderNotConfigured(
-            f"Provider '{self.name}' is not configured: set {self._key_variable} on the gateway.",
+            f"Provider '{self.name}' is not configured: set {self.key_variable} on the gateway.",
             headers={SHOULD_RETRY_HEADER: "false"},
         )
 

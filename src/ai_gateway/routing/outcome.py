@@ -8,6 +8,7 @@
 - stop: the caller's own error (400, 401, 403, 404, 409, 413, 422) goes back at once.
 """
 
+import math
 import re
 import time
 from email.utils import parsedate_to_datetime
@@ -89,13 +90,16 @@ def retry_after_s(error: GatewayError, *, now: float | None = None) -> float | N
     headers = {name.lower(): value for name, value in error.headers.items()}
     try:
         if "retry-after-ms" in headers:
-            return max(float(headers["retry-after-ms"]) / 1000, 0.0)
-        if "retry-after" in headers:
+            seconds = float(headers["retry-after-ms"]) / 1000
+        elif "retry-after" in headers:
             value = headers["retry-after"].strip()
             if re.fullmatch(r"\d+(\.\d+)?", value):
-                return float(value)
-            when = parsedate_to_datetime(value).timestamp()
-            return max(when - (time.time() if now is None else now), 0.0)
+                seconds = float(value)
+            else:
+                when = parsedate_to_datetime(value).timestamp()
+                seconds = when - (time.time() if now is None else now)
+        else:
+            return None
     except (ValueError, TypeError, OverflowError):
         return None
-    return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None

@@ -10,7 +10,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -173,13 +173,43 @@ class Router:
         *,
         discard: Callable[[T], Awaitable[None]] | None,
     ) -> Served[T]:
-        """Run attempts until one succeeds; hedge when the route asks for it."""
+        """Run attempts until one succeeds: one at a time, or racing when the route hedges."""
         plan = Attempts(route, self.breakers, clock=self._clock, rng=self._rng)
+        if plan.policy.hedge_after_s is None:
+            return await self._serve_in_turn(plan, attempt)
+        return await self._serve_hedged(plan, attempt, discard)
+
+    async def _serve_in_turn(
+        self, plan: Attempts, attempt: Callable[[Deployment, float], Awaitable[T]]
+    ) -> Served[T]:
+        """One attempt after another, awaited in place (no task per attempt on the hot path)."""
+        while True:
+            deployment = await self._next_turn(plan)
+            plan.started(deployment)
+            breaker = self.breakers.get(deployment.key)
+            try:
+                value = await attempt(deployment, plan.remaining_s())
+            except GatewayError as error:
+                self._failed(plan, deployment, error)
+                continue
+            except BaseException:
+                breaker.released()
+                raise
+            breaker.succeeded()
+            return Served(value, deployment, plan.count)
+
+    async def _serve_hedged(
+        self,
+        plan: Attempts,
+        attempt: Callable[[Deployment, float], Awaitable[T]],
+        discard: Callable[[T], Awaitable[None]] | None,
+    ) -> Served[T]:
+        """Attempts as tasks: a second one starts when the first is slow; the first answer wins."""
         running: dict[asyncio.Task[T], tuple[Deployment, float]] = {}
         try:
             while True:
                 if not running:
-                    await self._start_next(plan, attempt, running)
+                    self._start(plan, await self._next_turn(plan), attempt, running)
                 done, _ = await asyncio.wait(
                     running, timeout=self._hedge_wait(plan, running), return_when="FIRST_COMPLETED"
                 )
@@ -192,20 +222,16 @@ class Router:
         finally:
             await self._cancel(running, discard)
 
-    async def _start_next(
-        self,
-        plan: Attempts,
-        attempt: Callable[[Deployment, float], Awaitable[T]],
-        running: dict[asyncio.Task[T], tuple[Deployment, float]],
-    ) -> None:
-        """Wait for the next deployment's turn (backoff, Retry-After) and start it."""
+    async def _next_turn(self, plan: Attempts) -> Deployment:
+        """The next deployment, once its turn has come (backoff, Retry-After); when nothing is
+        left to try, the most informative error."""
         upcoming = plan.next()
         if upcoming is None:
             raise plan.final_error()
         deployment, start_at = upcoming
         if start_at > self._clock():
             await asyncio.sleep(start_at - self._clock())
-        self._start(plan, deployment, attempt, running)
+        return deployment
 
     def _start(
         self,
@@ -254,24 +280,28 @@ class Router:
         """The winner among finished attempts, if one succeeded; failures are noted."""
         for task in done:
             deployment, _ = running.pop(task)
-            breaker = self.breakers.get(deployment.key)
             error = task.exception()
             if error is None:
-                breaker.succeeded()
+                self.breakers.get(deployment.key).succeeded()
                 return Served(task.result(), deployment, plan.count)
             if not isinstance(error, GatewayError):
-                breaker.released()
+                self.breakers.get(deployment.key).released()
                 raise error
-            outcome = plan.failed(deployment, error)
-            if marks_unhealthy(error):
-                breaker.failed()
-            elif outcome is Outcome.STOP:
-                breaker.succeeded()  # the upstream answered; the request was at fault
-            else:
-                breaker.released()
-            if outcome is Outcome.STOP:
-                raise error
+            self._failed(plan, deployment, error)
         return None
+
+    def _failed(self, plan: Attempts, deployment: Deployment, error: GatewayError) -> None:
+        """Note a failed attempt on the plan and the breaker; the caller's errors stop here."""
+        outcome = plan.failed(deployment, error)
+        breaker = self.breakers.get(deployment.key)
+        if marks_unhealthy(error):
+            breaker.failed()
+        elif outcome is Outcome.STOP:
+            breaker.succeeded()  # the upstream answered; the request was at fault
+        else:
+            breaker.released()
+        if outcome is Outcome.STOP:
+            raise error
 
     async def _cancel(
         self,
@@ -279,15 +309,20 @@ class Router:
         discard: Callable[[T], Awaitable[None]] | None,
     ) -> None:
         """Cancel the attempts still running (hedge losers); release what they opened."""
-        for task, (deployment, _) in running.items():
+        if not running:
+            return
+        for task in running:
             task.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                value = await task
-                if discard is not None:
-                    await discard(value)
-            self.breakers.get(deployment.key).released()
-            log.info("attempt_cancelled", deployment=deployment.key)
-        running.clear()
+        try:
+            await asyncio.wait(running)
+        finally:
+            for task, (deployment, _) in running.items():
+                self.breakers.get(deployment.key).released()
+                if task.cancelled():
+                    log.info("attempt_cancelled", deployment=deployment.key)
+                elif task.exception() is None and discard is not None:
+                    await discard(task.result())
+            running.clear()
 
 
 def for_deployment(req: ChatCompletionRequest, deployment: Deployment) -> ChatCompletionRequest:

@@ -113,7 +113,7 @@ def describe_deployment(position: int, deployment: Deployment, weighted: bool) -
 def provider_state(provider: ChatProvider) -> str:
     """How a provider is served."""
     if isinstance(provider, UnconfiguredProvider):
-        return "not configured (answers 503)"
+        return f"not configured: set {provider.key_variable} (answers 503 until then)"
     return "mock" if provider.is_mock else "ready"
 
 

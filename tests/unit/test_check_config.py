@@ -1,0 +1,123 @@
+"""`ai-gateway check-config`: the resolved routing table, or exit 2 with every problem."""
+
+from pathlib import Path
+
+import pytest
+
+from ai_gateway.app import create_app
+from ai_gateway.cli import main
+from ai_gateway.config.loader import ConfigurationError, parse_config
+from tests.conftest import make_settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"
+
+
+def check(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the command; its exit code, stdout and stderr."""
+    try:
+        main(["check-config", *argv])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_shipped_example_resolves_on_a_fresh_machine(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CEREBRAS_MOCK", "true")
+
+    code, out, _ = check(["--config", str(EXAMPLE)], capsys)
+
+    assert code == 0
+    assert f"config: {EXAMPLE}: OK" in out
+    assert "cerebras     mock" in out
+    assert "groq         not configured: set GROQ_API_KEY" in out
+    assert "chat: ordered, retries 2, deadline 60s, hedge after 400ms" in out
+    assert "    1. cerebras/gpt-oss-120b; connect 5s, first byte 5s, total 120s" in out
+    assert "cheap: weighted" in out
+    assert "weight 3" in out
+    assert "params temperature=0.2" in out
+    assert "long: ordered, retries 1, deadline 60s, falls back on context length" in out
+
+
+def test_a_vendor_key_in_the_environment_turns_its_deployments_on(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GROQ_API_KEY", "gk-test-0123456789")
+    monkeypatch.setenv("AI_GATEWAY_CONFIG", str(EXAMPLE))
+
+    code, out, _ = check([], capsys)
+
+    assert code == 0
+    assert "groq         ready" in out
+    assert "groq/openai/gpt-oss-120b; connect 5s" in out
+
+
+def test_without_a_config_file_the_defaults_are_printed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = check([], capsys)
+
+    assert code == 0
+    assert "no config file (AI_GATEWAY_CONFIG unset): OK" in out
+    assert "aliases: none" in out
+
+
+def test_every_problem_of_a_bad_file_is_reported_with_its_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "aliases:\n  a:\n    deployments: [{model: nope}]\n    retires: 2\nrouting: {retries: -1}\n"
+    )
+
+    code, out, err = check(["--config", str(bad)], capsys)
+
+    assert code == 2
+    assert out == ""
+    assert "3 problem(s)" in err
+    assert "aliases.a.deployments[0].model" in err
+    assert "aliases.a.retires: Extra inputs are not permitted" in err
+    assert "routing.retries" in err
+
+
+def test_a_deployment_on_an_unknown_provider_is_refused_at_start_up(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = "aliases:\n  a:\n    deployments:\n      - model: groq/llama\n"
+
+    with pytest.raises(ConfigurationError, match=r"aliases\.a\.deployments\[0\]: Unknown provider"):
+        create_app(make_settings(cerebras_mock="true"), config=parse_config(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("providers:\n  x: {spec: nosuch}\n", "providers.x.spec: unknown spec 'nosuch'"),
+        ("providers:\n  x: {headers: {X-A: b}}\n", "providers.x: a new provider needs 'base_url'"),
+        (
+            "providers:\n  cerebras: {base_url: 'http://h'}\n",
+            "providers.cerebras.base_url: Cerebras is set up by its environment variables",
+        ),
+    ],
+)
+def test_provider_sections_that_cannot_work_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        create_app(make_settings(cerebras_mock="true"), config=parse_config(text))
+
+
+def test_serve_refuses_a_bad_config_file_before_listening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routing: [1, 2]\n")
+    monkeypatch.setenv("AI_GATEWAY_CONFIG", str(bad))
+    monkeypatch.setenv("GATEWAY_API_KEYS", "sk-test")
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", "1"])
+
+    assert exited.value.code == 2
+    assert "routing: Input should be a valid dictionary" in capsys.readouterr().err
