@@ -16,7 +16,12 @@ def location(parts: tuple[int | str, ...]) -> str:
     """`aliases.fast.deployments[0].model` from pydantic's error location."""
     text = ""
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if part == "[key]":  # pydantic's step for a mapping key that failed validation
+            text += " (the name)"
+        elif isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
     return text or "(top level)"
 
 
@@ -52,4 +57,6 @@ def load_config(path: str | None) -> GatewayConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{path}: the config file is not UTF-8 text") from None
     return parse_config(text, path)

@@ -45,6 +45,12 @@ class BreakerConfig(FileModel):
     window: Annotated[int, Field(ge=1, le=10_000)] = 100
     cooldown_s: Seconds = 30.0
 
+    @model_validator(mode="after")
+    def _ratio_can_trigger(self) -> "BreakerConfig":
+        if self.min_requests > self.window:
+            raise ValueError("min_requests cannot exceed window (only window outcomes are kept)")
+        return self
+
 
 class RoutingConfig(FileModel):
     """Defaults for every route: aliases, `provider/model` and the per-provider routes."""
@@ -76,15 +82,18 @@ class ProviderConfig(FileModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
             raise ValueError("base_url must start with http:// or https:// and name a host")
         return value
 
     @field_validator("api_key_env")
     @classmethod
     def _variable_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
-            raise ValueError("api_key_env must be an environment variable name, not a key")
+        if value is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
+            raise ValueError(
+                "api_key_env must be the name of an environment variable in capitals "
+                "(e.g. GROQ_API_KEY); the file never holds the key itself"
+            )
         return value
 
     @field_validator("headers")

@@ -45,9 +45,10 @@ class Attempts:
         self.policy = route.policy
         self._breakers = breakers
         self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311  # spreading load, not secrets
         deployments = route.deployments
         self.order = (
-            weighted_order(deployments, rng or random.Random())  # noqa: S311  # not crypto
+            weighted_order(deployments, self._rng)
             if self.policy.weighted and len(deployments) > 1
             else list(deployments)
         )
@@ -60,6 +61,9 @@ class Attempts:
 
     def next(self, busy: Collection[str] = ()) -> tuple[Deployment, float] | None:
         """The next deployment and when to start it; None when nothing is left to try."""
+        now = self._clock()
+        if now >= self.deadline:
+            return None
         candidates = [
             (index, d)
             for index, d in enumerate(self.order)
@@ -70,7 +74,6 @@ class Attempts:
         ]
         if not candidates:
             return None
-        now = self._clock()
         _, chosen = min(candidates, key=lambda item: self._rank(item[0], item[1], now))
         return chosen, max(self.ready_at[chosen.key], now)
 
@@ -118,7 +121,7 @@ class Attempts:
         if wait is None or wait == 0:
             tries = self.tries[deployment.key]
             base = self.policy.backoff_initial_s * 2 ** (tries - 1)
-            wait = min(base, self.policy.backoff_max_s) * random.uniform(0.5, 1.0)  # noqa: S311
+            wait = min(base, self.policy.backoff_max_s) * self._rng.uniform(0.5, 1.0)
         self.ready_at[deployment.key] = self._clock() + wait
 
     def final_error(self) -> GatewayError:

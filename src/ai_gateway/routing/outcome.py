@@ -11,6 +11,7 @@
 import math
 import re
 import time
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
@@ -96,8 +97,10 @@ def retry_after_s(error: GatewayError, *, now: float | None = None) -> float | N
             if re.fullmatch(r"\d+(\.\d+)?", value):
                 seconds = float(value)
             else:
-                when = parsedate_to_datetime(value).timestamp()
-                seconds = when - (time.time() if now is None else now)
+                when = parsedate_to_datetime(value)
+                if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+                    when = when.replace(tzinfo=UTC)
+                seconds = when.timestamp() - (time.time() if now is None else now)
         else:
             return None
     except (ValueError, TypeError, OverflowError):
