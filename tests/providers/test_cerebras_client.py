@@ -3,9 +3,10 @@ the fake upstream over real HTTP: every test runs once per transport, so they ca
 """
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -619,3 +620,49 @@ async def test_the_native_transport_names_the_gateway_as_user_agent(
         await wire.aclose()
 
     assert only_request(fake_upstream).headers["user-agent"] == USER_AGENT
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: new connections wait and never complete."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port: int = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for sock in (*fillers, server):
+        sock.close()
+
+
+@pytest.mark.anyio
+async def test_a_connect_timeout_variant_gives_up_connecting_at_its_own_limit(
+    make_client: ClientFactory, unanswered_port: int
+) -> None:
+    client = make_client(f"http://127.0.0.1:{unanswered_port}", timeout=8.0)
+    variant = client.with_connect_timeout(0.3)
+
+    started = time.monotonic()
+    error = await chat_error(variant)
+
+    assert error.code == "upstream_timeout"
+    assert time.monotonic() - started < 4.0  # the variant's 0.3 s, not the client's 5 s
+
+
+@pytest.mark.anyio
+async def test_a_connect_timeout_variant_sends_only_the_request(
+    make_client: ClientFactory, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.reply(json_reply(completion_payload()))
+    variant = make_client(fake_upstream.url).with_connect_timeout(1.0)
+
+    await variant.chat(MODEL, MESSAGES)
+    await asyncio.sleep(0.2)  # a warm-up request would run in the background
+
+    assert only_request(fake_upstream).path == "/v1/chat/completions"

@@ -129,7 +129,10 @@ class CerebrasClient:
     def with_connect_timeout(self, seconds: float) -> "CerebrasClient":
         """The same client (sharing its connections) whose connects give up after `seconds`."""
         variant = copy.copy(self)
-        variant._sdk = self._sdk.with_options(timeout=httpx.Timeout(self._timeout, connect=seconds))
+        # copy() would send the SDK's TCP warm-up request unless told not to
+        variant._sdk = self._sdk.with_options(
+            timeout=httpx.Timeout(self._timeout, connect=seconds), warm_tcp_connection=False
+        )
         variant._owns_http = False
         return variant
 

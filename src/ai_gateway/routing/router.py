@@ -51,7 +51,7 @@ class Served(Generic[T]):
 def timed_out(deployment: Deployment, what: str, seconds: float) -> ProviderError:
     """An attempt over one of its limits."""
     return ProviderError(
-        f"{deployment.key} gave no {what} within {seconds:g} s", code="upstream_timeout"
+        f"{deployment.key} gave no {what} within {round(seconds, 2):g} s", code="upstream_timeout"
     )
 
 
