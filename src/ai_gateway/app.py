@@ -1,6 +1,5 @@
 """create_app(): the composition root, the only place the gateway's objects are wired together."""
 
-import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -12,7 +11,7 @@ from ai_gateway.api import routes
 from ai_gateway.api.handlers import install_error_handlers
 from ai_gateway.api.hot_path import HotPath
 from ai_gateway.api.middleware import RequestContext
-from ai_gateway.config.config import Settings
+from ai_gateway.config.config import Settings, process_environment
 from ai_gateway.config.loader import ConfigurationError, load_config
 from ai_gateway.config.routing import GatewayConfig
 from ai_gateway.keys import KeyStore
@@ -42,9 +41,9 @@ def create_app(
     config = config or load_config(settings.ai_gateway_config)
     owns_registry = registry is None
     registry = registry or build_registry(
-        settings, config, os.environ if environ is None else environ
+        settings, config, process_environment() if environ is None else environ
     )
-    router = build_router(config, registry)
+    router = build_router(config, registry, request_timeout_s=settings.request_timeout_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -66,7 +65,6 @@ def create_app(
     )
     app.state.settings = settings
     app.state.keys = keys
-    app.state.registry = registry
     app.state.router = router
     install_error_handlers(app)
     app.include_router(routes.api_router)

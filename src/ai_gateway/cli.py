@@ -1,6 +1,7 @@
 """`ai-gateway serve`: parse flags, build Settings, run the server."""
 
 import argparse
+import asyncio
 import os
 import secrets
 import sys
@@ -14,7 +15,7 @@ from starlette.types import ASGIApp
 from ai_gateway import __version__
 from ai_gateway.app import create_app
 from ai_gateway.config import constants
-from ai_gateway.config.config import Settings
+from ai_gateway.config.config import Settings, process_environment
 from ai_gateway.config.loader import ConfigurationError, load_config
 from ai_gateway.logs import configure_logging
 from ai_gateway.providers.registry import build_registry
@@ -87,9 +88,14 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def resolve_routing(settings: Settings) -> Router:
-    """The config file read and every alias resolved, as the server would at start-up."""
+    """The config file read and every alias resolved, as the server would at start-up; the
+    providers are closed again (nothing has connected yet)."""
     config = load_config(settings.ai_gateway_config)
-    return build_router(config, build_registry(settings, config, os.environ))
+    registry = build_registry(settings, config, process_environment())
+    try:
+        return build_router(config, registry, request_timeout_s=settings.request_timeout_s)
+    finally:
+        asyncio.run(registry.aclose())
 
 
 def check_config(args: argparse.Namespace) -> None:

@@ -26,6 +26,7 @@ class GatewayError(Exception):
         self.code = code or type(self).code
         self.status_code = status or type(self).status
         self.headers: dict[str, str] = dict(headers or {})
+        self.attempts: int | None = None  # upstream attempts made, set by the router
 
     def envelope(self) -> dict[str, Any]:
         """The body OpenAI clients expect: `{"error": {message, type, param, code}}`."""

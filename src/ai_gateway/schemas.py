@@ -146,12 +146,14 @@ class ResponseFormat(RequestModel):
 
 
 MODEL_AND_MESSAGES = frozenset({"model", "messages"})
+# Longer than any vendor's model id; bounds what a caller can put in logs and breaker names.
+MAX_MODEL_LENGTH = 256
 
 
 class ChatCompletionRequest(RequestModel):
     """`POST /v1/chat/completions` body."""
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
     messages: list[Message] = Field(min_length=1)
     stream: bool | None = None
     stream_options: StreamOptions | None = None

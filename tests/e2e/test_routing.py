@@ -581,3 +581,41 @@ def test_a_hanging_reply_counts_as_a_disconnect_when_the_gateway_gives_up(
         assert alpha.wait_for_disconnects(1, timeout=3.0)
 
     assert reply_text(response) == "beta"
+
+
+def test_an_upstream_404_moves_an_alias_to_its_next_deployment(
+    alpha: FakeUpstream, beta: FakeUpstream, gamma: FakeUpstream
+) -> None:
+    alpha.reply(json_reply({"error": {"message": "model a-model does not exist"}}, status=404))
+    beta.reply(json_reply(completion_payload(text="from beta")))
+    with gateway(alpha, beta, gamma, SMART) as server:
+        response = chat(server)
+
+    assert reply_text(response) == "from beta"
+
+
+def test_a_failed_request_logs_how_many_attempts_it_made(
+    alpha: FakeUpstream, beta: FakeUpstream, gamma: FakeUpstream
+) -> None:
+    alpha.reply(json_reply({"error": {"message": "boom"}}, status=500))
+    beta.reply(json_reply({"error": {"message": "boom"}}, status=502))
+    with gateway(alpha, beta, gamma, SMART) as server, capture_logs() as logs:
+        response = chat(server)
+
+    lines = [entry for entry in logs if entry["event"] == "request"]
+    assert response.status_code == 502
+    assert lines[-1]["attempts"] == 2
+    assert lines[-1]["route"] == "smart"
+    failed = [entry for entry in logs if entry["event"] == "attempt_failed"]
+    assert [entry["deployment"] for entry in failed] == ["alpha/a-model", "beta/b-model"]
+
+
+def test_a_model_name_longer_than_any_vendors_is_a_400(
+    alpha: FakeUpstream, beta: FakeUpstream, gamma: FakeUpstream
+) -> None:
+    with gateway(alpha, beta, gamma, SMART) as server:
+        response = chat(server, model="alpha/" + "m" * 300)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "model"
+    assert alpha.requests == []

@@ -56,7 +56,7 @@ class Plan:
     ) -> None:
         self.clock = Clock()
         self.board = BreakerBoard(breaker or BreakerConfig(), clock=self.clock)
-        route = Route("fast", deployments or (A, B, C), Policy(**policy), is_alias=True)
+        route = Route("fast", deployments or (A, B, C), Policy(**policy))
         self.attempts = Attempts(route, self.board, clock=self.clock, rng=rng)
 
     def next_key(self, busy: tuple[str, ...] = ()) -> str | None:
@@ -482,3 +482,35 @@ def test_failed_attempts_are_all_recorded() -> None:
 
     assert plan.attempts.errors == [first, second]
     assert plan.attempts.final_error() is second
+
+
+def test_a_long_retry_after_does_not_hold_back_a_retry_that_is_ready_sooner() -> None:
+    plan = Plan(A, B, retries=2, backoff_initial_s=0.1, backoff_max_s=0.1)
+    plan.fail(A, retry_after("20"))
+    plan.fail(B)
+
+    step = plan.attempts.next()
+
+    assert step is not None
+    assert step[0] is B
+    assert step[1] <= START + 0.1
+
+
+def test_an_open_deployment_waits_while_a_closed_one_may_still_be_retried() -> None:
+    plan = Plan(A, B, retries=1)
+    plan.open_breaker(B)
+    plan.fail(A)
+
+    assert plan.next_key() == "a/m"  # A's retry, not B during its cooldown
+    plan.fail(A)
+    assert plan.next_key() == "b/m"  # nothing else left: the open one is still tried
+
+
+def test_a_half_open_deployment_gives_one_request_its_probe() -> None:
+    plan = Plan(A, B, breaker=BreakerConfig(consecutive_failures=1, cooldown_s=5))
+    plan.open_breaker(A)
+    plan.clock.advance(5)
+
+    assert plan.next_key() == "a/m"
+    assert plan.attempts.started(A) is True
+    assert plan.next_key(busy=("a/m",)) == "b/m"

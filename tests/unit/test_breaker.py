@@ -198,9 +198,10 @@ def test_a_closed_breaker_does_not_mark_attempts_as_probes(clock: Clock) -> None
 def test_probe_success_closes_and_resets(clock: Clock) -> None:
     breaker = opened(clock)
     clock.advance(30.0)
-    breaker.started()
+    probe = breaker.started()
+    assert probe
 
-    breaker.succeeded()
+    breaker.succeeded(probe=probe)
 
     assert breaker.current() is State.CLOSED
     assert breaker.allows()
@@ -225,9 +226,10 @@ def test_after_closing_it_takes_n_new_failures_to_reopen(clock: Clock) -> None:
 def test_probe_failure_reopens_with_a_new_cooldown(clock: Clock) -> None:
     breaker = opened(clock, cooldown_s=30.0)
     clock.advance(30.0)
-    breaker.started()
+    probe = breaker.started()
+    assert probe
 
-    breaker.failed()
+    breaker.failed(probe=probe)
 
     assert breaker.current() is State.OPEN
     assert not breaker.probing
@@ -241,9 +243,10 @@ def test_probe_failure_reopens_with_a_new_cooldown(clock: Clock) -> None:
 def test_released_frees_the_probe(clock: Clock) -> None:
     breaker = opened(clock)
     clock.advance(30.0)
-    breaker.started()
+    probe = breaker.started()
+    assert probe
 
-    breaker.released()
+    breaker.released(probe=probe)
 
     assert not breaker.probing
     assert breaker.current() is State.HALF_OPEN
@@ -326,8 +329,9 @@ def test_state_changes_are_logged_with_the_deployment(
     breaker = opened(clock, consecutive_failures=3)
     clock.advance(30.0)
     breaker.current()
-    breaker.started()
-    breaker.succeeded()
+    probe = breaker.started()
+    assert probe
+    breaker.succeeded(probe=probe)
 
     assert [(e["event"], e["deployment"]) for e in logs] == [
         ("breaker_open", KEY),
@@ -345,8 +349,9 @@ def test_a_failed_probe_logs_breaker_open(
 ) -> None:
     breaker = opened(clock)
     clock.advance(30.0)
-    breaker.started()
-    breaker.failed()
+    probe = breaker.started()
+    assert probe
+    breaker.failed(probe=probe)
 
     assert [e["event"] for e in logs] == ["breaker_open", "breaker_half_open", "breaker_open"]
     assert logs[-1]["reason"] == "probe failed"
@@ -442,3 +447,28 @@ def test_pinned_breakers_are_never_evicted(clock: Clock, monkeypatch: pytest.Mon
     assert board.get("p/one") is pinned
     assert pinned.current() is State.OPEN
     assert [b.key for b in board] == ["p/one", "x/m8", "x/m9"]
+
+
+def test_only_the_probe_frees_the_probe_slot(clock: Clock) -> None:
+    breaker = opened(clock)
+    clock.advance(30.0)
+    probe = breaker.started()
+    other = breaker.started()  # an attempt made under the all-open rule
+
+    breaker.released(probe=other)
+
+    assert probe
+    assert not other
+    assert breaker.probing
+    assert not breaker.allows()
+
+
+def test_an_attempt_on_a_cooling_circuit_is_no_probe_but_its_success_closes_it(
+    clock: Clock,
+) -> None:
+    breaker = opened(clock)
+
+    assert breaker.started() is False
+    breaker.succeeded()
+
+    assert breaker.current() is State.CLOSED

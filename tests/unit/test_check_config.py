@@ -4,12 +4,19 @@ from pathlib import Path
 
 import pytest
 
+from ai_gateway import cli
 from ai_gateway.app import create_app
 from ai_gateway.cli import main
 from ai_gateway.config.loader import ConfigurationError, parse_config
 from tests.conftest import make_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _no_global_logging_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's logging set-up would point structlog at pytest's captured stream."""
+    monkeypatch.setattr(cli, "configure_logging", lambda level, fmt: None)
 
 
 def check(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -121,3 +128,35 @@ def test_serve_refuses_a_bad_config_file_before_listening(
 
     assert exited.value.code == 2
     assert "routing: Input should be a valid dictionary" in capsys.readouterr().err
+
+
+def test_a_shipped_vendor_cannot_take_a_spec() -> None:
+    text = "providers:\n  groq: {spec: openai}\n"
+
+    with pytest.raises(
+        ConfigurationError, match=r"providers\.groq\.spec: 'groq' is a shipped vendor"
+    ):
+        create_app(make_settings(cerebras_mock="true"), config=parse_config(text))
+
+
+def test_a_first_byte_limit_above_the_request_timeout_is_refused() -> None:
+    deployment = "{model: cerebras/m, timeouts: {first_byte_s: 90}}"
+    text = f"aliases:\n  a:\n    deployments:\n      - {deployment}\n"
+
+    with pytest.raises(ConfigurationError) as refused:
+        create_app(make_settings(cerebras_mock="true"), config=parse_config(text))
+
+    message = str(refused.value)
+    assert "aliases.a.deployments[0].timeouts.first_byte_s: 90 s is more than" in message
+    assert "REQUEST_TIMEOUT_S (60 s)" in message
+
+
+def test_a_key_variable_named_by_the_file_is_read_from_dot_env_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".env").write_text("GROQ_API_KEY=gk-from-dot-env-0123456789\n")
+
+    code, out, _ = check(["--config", str(EXAMPLE)], capsys)
+
+    assert code == 0
+    assert "groq         ready" in out

@@ -315,7 +315,21 @@ def test_a_bad_base_url_is_an_error(url: str) -> None:
     message = error_of(f"providers:\n  acme:\n    base_url: '{url}'\n")
 
     assert "providers.acme.base_url:" in message
-    assert "base_url must start with http:// or https:// and name a host" in message
+    assert "base_url must be http:// or https://, a host, and an optional path" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://h:99999/v1", "invalid port"),
+        ("http://h:abc/v1", "invalid port"),
+        ("http://h/v1?key=1", "no spaces, query or fragment"),
+    ],
+)
+def test_a_base_url_with_a_bad_port_or_a_query_is_an_error(url: str, problem: str) -> None:
+    message = error_of(f"providers:\n  acme:\n    base_url: '{url}'\n")
+
+    assert problem in message
 
 
 @pytest.mark.parametrize("url", ["http://localhost:8000/v1", "https://api.example.com"])
@@ -544,3 +558,56 @@ def test_a_bad_provider_name_is_reported_as_the_name() -> None:
     message = error_of("providers:\n  Acme: {base_url: 'http://h/v1'}\n")
 
     assert "providers.Acme (the name): String should match pattern" in message
+
+
+# --- values a request could never use ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ("{stream_options: on}", "stream_options: Input should be a valid dictionary"),
+        ("{temperature: hot}", "temperature: Input should be a valid number"),
+        ("{seed: !!binary aGk=}", "parameter values must be JSON"),
+    ],
+)
+def test_deployment_params_must_be_valid_request_parameters(params: str, problem: str) -> None:
+    message = error_of(
+        f"aliases:\n  a:\n    deployments:\n      - model: x/y\n        params: {params}\n"
+    )
+
+    assert "aliases.a.deployments[0].params:" in message
+    assert problem in message
+
+
+@pytest.mark.parametrize("where", ["params", "models: {m: {params"])
+def test_a_policy_cannot_name_the_route_itself(where: str) -> None:
+    closing = "}}" if "models" in where else ""
+    policy = f"{where}: {{stream: reject}}{closing}"
+    text = f"providers:\n  acme:\n    base_url: http://h/v1\n    {policy}\n"
+
+    assert "'stream' is part of every request and has no policy" in error_of(text)
+
+
+def test_a_header_value_with_a_line_break_is_an_error() -> None:
+    text = 'providers:\n  acme:\n    base_url: http://h/v1\n    headers: {X-A: "a\\r\\nB: c"}\n'
+
+    assert "header 'X-A' has a control character in its value" in error_of(text)
+
+
+def test_the_gateways_own_key_variable_cannot_be_sent_upstream() -> None:
+    text = "providers:\n  acme:\n    base_url: http://h/v1\n    api_key_env: GATEWAY_API_KEYS\n"
+
+    assert "GATEWAY_API_KEYS holds the gateway's own keys" in error_of(text)
+
+
+def test_a_backoff_that_starts_above_its_maximum_is_an_error() -> None:
+    message = error_of("routing:\n  backoff: {initial_ms: 500, max_ms: 100}\n")
+
+    assert "routing.backoff: Value error, initial_ms cannot exceed max_ms" in message
+
+
+def test_a_key_written_twice_is_an_error_not_the_last_one_winning() -> None:
+    text = "aliases:\n  a: {deployments: [{model: x/y}]}\n  a: {deployments: [{model: x/z}]}\n"
+
+    assert "'a' appears twice in one mapping" in error_of(text)

@@ -102,9 +102,7 @@ def test_context_length_stops_when_not_enabled(message: str) -> None:
     "error",
     [
         InvalidRequest("'messages' is required"),
-        InvalidRequest("no such thing", status=404),
         InvalidRequest("unprocessable", status=422),
-        ModelNotFound("no such model"),
         RequestTooLarge("too large"),
         AuthenticationFailed("bad gateway key"),
         InternalError("bug"),
@@ -297,3 +295,11 @@ def test_a_non_finite_retry_after_ms_is_none(value: str) -> None:
 
 def test_an_absurdly_long_retry_after_is_none() -> None:
     assert retry_after_s(limited(retry_after="9" * 400)) is None
+
+
+@pytest.mark.parametrize(
+    "error", [InvalidRequest("no such thing", status=404), ModelNotFound("no such model")]
+)
+def test_an_upstream_404_falls_back_and_marks_the_deployment(error: GatewayError) -> None:
+    assert classify(error, fallback_on_context_length=False) is Outcome.FALL_BACK
+    assert marks_unhealthy(error)

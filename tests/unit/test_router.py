@@ -93,7 +93,7 @@ def route_of(
     router: Router, *providers: Any, timeouts: Timeouts = NO_LIMITS, **policy: Any
 ) -> Route:
     deployments = tuple(Deployment(p, "m", timeouts=timeouts) for p in providers)
-    return Route("alias", deployments, Policy(**policy), is_alias=True)
+    return Route("alias", deployments, Policy(**policy))
 
 
 @pytest.mark.anyio
@@ -157,17 +157,37 @@ async def test_when_both_hedged_streams_open_together_the_loser_is_closed() -> N
 
 
 @pytest.mark.anyio
-async def test_a_caller_error_in_a_hedged_race_stops_it_and_cancels_the_other() -> None:
-    hanging = ScriptedProvider("hanging", [sleeps(30)])
-    refusing = ScriptedProvider("refusing", [raises(InvalidRequest("bad input"))])
-    router = router_for(hanging, refusing)
-    route = route_of(router, hanging, refusing, hedge_after_s=0.01)
+async def test_a_caller_error_from_the_hedge_waits_for_the_first_attempt() -> None:
+    slow = ScriptedProvider("slow", [sleeps(0.2)])
+    refusing = ScriptedProvider("refusing", [raises(InvalidRequest("only refusing refuses"))])
+    router = router_for(slow, refusing)
+    route = route_of(router, slow, refusing, hedge_after_s=0.01)
 
-    with pytest.raises(InvalidRequest, match="bad input"):
-        await router.open_stream(route, chat_request(stream=True))
+    served = await router.open_stream(route, chat_request(stream=True))
+    await served.value.aclose()
 
-    assert hanging.closed == 1  # cancelled while waiting for its first byte
+    assert served.deployment.provider is slow
     assert router.breakers.get("refusing/m").current() is State.CLOSED
+
+
+@pytest.mark.anyio
+async def test_a_held_caller_error_is_returned_when_the_other_attempt_fails() -> None:
+    failing = ScriptedProvider("failing")
+    refusing = ScriptedProvider("refusing", [raises(InvalidRequest("bad input"))])
+    untried = ScriptedProvider("untried")
+    router = router_for(failing, refusing, untried)
+    route = route_of(router, failing, refusing, untried, hedge_after_s=0.01)
+
+    async def fail_late() -> None:
+        await asyncio.sleep(0.1)
+        raise ProviderError("down")
+
+    failing.steps = [fail_late]
+    with pytest.raises(InvalidRequest, match="bad input") as stopped:
+        await router.complete(route, chat_request())
+
+    assert untried.calls == 0
+    assert stopped.value.attempts == 2
 
 
 @pytest.mark.anyio
@@ -224,7 +244,7 @@ async def test_a_fake_provider_route_serves_the_upstream_model_id() -> None:
     provider = FakeProvider(name="alpha")
     router = router_for(provider)
 
-    served = await router.complete(router.provider_route("alpha", "m-1"), chat_request())
+    served = await router.complete(router.direct(provider, "m-1"), chat_request())
 
     assert provider.requests[0].model == "m-1"
     assert served.deployment.key == "alpha/m-1"

@@ -10,7 +10,6 @@ from fastapi import Depends, Request
 
 from ai_gateway.api.auth import auth_bearer
 from ai_gateway.config.config import Settings
-from ai_gateway.providers.registry import Registry
 from ai_gateway.routing.router import Router
 
 
@@ -18,12 +17,6 @@ def settings_of(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
-
-
-def registry_of(request: Request) -> Registry:
-    """The app's provider registry."""
-    registry: Registry = request.app.state.registry
-    return registry
 
 
 def router_of(request: Request) -> Router:
@@ -37,11 +30,5 @@ async def get_router(request: Request) -> Router:
     return router_of(request)
 
 
-async def get_registry(request: Request) -> Registry:
-    """The registry, as a dependency."""
-    return registry_of(request)
-
-
-RegistryDep = Annotated[Registry, Depends(get_registry)]
 RouterDep = Annotated[Router, Depends(get_router)]
 CallerDep = Annotated[None, Depends(auth_bearer)]

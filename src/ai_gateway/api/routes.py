@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from ai_gateway.api.auth import auth_bearer
 from ai_gateway.api.body import read_chat_request
-from ai_gateway.api.deps import CallerDep, RegistryDep, RouterDep, router_of, settings_of
+from ai_gateway.api.deps import CallerDep, RouterDep, router_of, settings_of
 from ai_gateway.api.record import RequestRecord, record_of_request
 from ai_gateway.api.streaming import event_stream
 from ai_gateway.config.constants import (
@@ -59,21 +59,40 @@ async def complete(
 ) -> Response:
     """Serve one chat request over `route`, as JSON or as an event stream."""
     record.route, record.is_stream = route.name, body.is_streaming
+    try:
+        if body.is_streaming:
+            return await stream_response(router, route, body, record)
+        return await json_answer(router, route, body, record)
+    except GatewayError as error:
+        record.attempts = error.attempts
+        raise
+
+
+async def json_answer(
+    router: Router, route: Route, body: ChatCompletionRequest, record: RequestRecord
+) -> Response:
+    """The completion as one JSON body."""
     started = time.perf_counter()
-    if body.is_streaming:
-        stream = await router.open_stream(route, body)
-        note_served(record, stream, started)
-        return event_stream(
-            stream.value.first,
-            stream.value.rest,
-            include_usage=body.wants_stream_usage,
-            record=record,
-            headers=served_headers(stream.deployment),
-        )
     answer = await router.complete(route, body)
     note_served(record, answer, started)
     record.usage = answer.value.usage
     return json_response(answer.value.data, served_headers(answer.deployment))
+
+
+async def stream_response(
+    router: Router, route: Route, body: ChatCompletionRequest, record: RequestRecord
+) -> Response:
+    """The completion as server-sent events, once its first chunk has arrived."""
+    started = time.perf_counter()
+    stream = await router.open_stream(route, body)
+    note_served(record, stream, started)
+    return event_stream(
+        stream.value.first,
+        stream.value.rest,
+        include_usage=body.wants_stream_usage,
+        record=record,
+        headers=served_headers(stream.deployment),
+    )
 
 
 async def unified_chat_completions(request: Request) -> Response:
@@ -88,12 +107,10 @@ async def provider_chat_completions(request: Request) -> Response:
     """`model` is the provider's own model id."""
     await auth_bearer(request)
     router = router_of(request)
-    name = request.path_params["provider_name"]
-    router.registry.provider(name)  # an unknown provider is a 404 before the body is read
+    # an unknown provider is a 404 before the body is read
+    provider = router.registry.provider(request.path_params["provider_name"])
     body = await read_chat_request(request, settings_of(request).max_request_bytes)
-    return await complete(
-        router, router.provider_route(name, body.model), body, record_of_request()
-    )
+    return await complete(router, router.direct(provider, body.model), body, record_of_request())
 
 
 # The chat routes call auth themselves: api/hot_path.py serves them in front of FastAPI;
@@ -136,9 +153,9 @@ async def unified_models(_: CallerDep, router: RouterDep) -> Response:
 
 
 @api_router.get("/{provider_name}" + MODELS_PATH)
-async def provider_models(provider_name: str, _: CallerDep, registry: RegistryDep) -> Response:
+async def provider_models(provider_name: str, _: CallerDep, router: RouterDep) -> Response:
     """One provider's models, with bare ids."""
-    return model_list(await registry.provider(provider_name).list_models())
+    return model_list(await router.registry.provider(provider_name).list_models())
 
 
 @api_router.get(DEPLOYMENTS_HEALTH_PATH)

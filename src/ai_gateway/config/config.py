@@ -1,12 +1,17 @@
 """Settings: every environment variable the gateway reads, typed, with defaults."""
 
+import os
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ai_gateway.config import constants
+
+ENV_FILE = ".env"
 
 VENDOR_NAMES = (
     "openai",
@@ -44,7 +49,7 @@ class MockMode(StrEnum):
 class Settings(BaseSettings):
     """Gateway configuration from the environment (and an optional `.env` file)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", frozen=True)
 
     cerebras_api_key: SecretStr | None = None
     cerebras_base_url: str | None = None
@@ -137,3 +142,13 @@ class Settings(BaseSettings):
             return constants.CEREBRAS_DEFAULT_BASE_URL
         url = self.cerebras_base_url.strip().rstrip("/")
         return url.removesuffix("/v1").rstrip("/")
+
+
+def process_environment(env_file: str = ENV_FILE) -> dict[str, str]:
+    """Every variable as Settings sees them: the `.env` file's, under the process's own.
+
+    The config file's `api_key_env` names are read from here, so a key kept in `.env` works
+    there as it does for `<NAME>_API_KEY`.
+    """
+    from_file = dotenv_values(env_file) if Path(env_file).is_file() else {}
+    return {**{k: v for k, v in from_file.items() if v is not None}, **os.environ}

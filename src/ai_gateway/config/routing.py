@@ -6,11 +6,25 @@ silently ignored. docs/routing.md is the reference; `ai-gateway check-config` pr
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ai_gateway.schemas import ChatCompletionRequest
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+GATEWAY_HEADERS = frozenset({"authorization", "content-type", "content-length", "host"})
+ROUTE_FIELDS = ("model", "messages", "stream")
+SECRET_VARIABLES = frozenset({"GATEWAY_API_KEYS"})
 ParamAction = Literal["pass", "drop", "reject"]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 
@@ -34,6 +48,12 @@ class BackoffConfig(FileModel):
 
     initial_ms: Annotated[int, Field(ge=0, le=60_000)] = 250
     max_ms: Annotated[int, Field(ge=0, le=600_000)] = 4_000
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BackoffConfig":
+        if self.initial_ms > self.max_ms:
+            raise ValueError("initial_ms cannot exceed max_ms")
+        return self
 
 
 class BreakerConfig(FileModel):
@@ -63,10 +83,20 @@ class RoutingConfig(FileModel):
     timeouts: TimeoutsConfig = TimeoutsConfig()
 
 
+def check_policy(value: dict[str, ParamAction]) -> dict[str, ParamAction]:
+    """A policy names request parameters, not the route itself."""
+    for name in ROUTE_FIELDS:
+        if name in value:
+            raise ValueError(f"'{name}' is part of every request and has no policy")
+    return value
+
+
 class ModelPolicyConfig(FileModel):
     """Parameter policy for one upstream model."""
 
     params: dict[str, ParamAction] = {}
+
+    _policy = field_validator("params")(check_policy)
 
 
 class ProviderConfig(FileModel):
@@ -79,11 +109,22 @@ class ProviderConfig(FileModel):
     params: dict[str, ParamAction] = {}
     models: dict[str, ModelPolicyConfig] = {}
 
+    _policy = field_validator("params")(check_policy)
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
-            raise ValueError("base_url must start with http:// or https:// and name a host")
+        if value is None:
+            return value
+        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError(
+                "base_url must be http:// or https://, a host, and an optional path "
+                "(no spaces, query or fragment)"
+            )
+        try:
+            urlsplit(value).port  # noqa: B018  # raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"base_url has an invalid port: {exc}") from None
         return value
 
     @field_validator("api_key_env")
@@ -94,16 +135,20 @@ class ProviderConfig(FileModel):
                 "api_key_env must be the name of an environment variable in capitals "
                 "(e.g. GROQ_API_KEY); the file never holds the key itself"
             )
+        if value in SECRET_VARIABLES:
+            raise ValueError(f"{value} holds the gateway's own keys, not an upstream key")
         return value
 
     @field_validator("headers")
     @classmethod
     def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
+        for name, text in value.items():
             if not HEADER_NAME.match(name):
                 raise ValueError(f"'{name}' is not a valid header name")
-            if name.lower() in {"authorization", "content-type", "content-length", "host"}:
+            if name.lower() in GATEWAY_HEADERS:
                 raise ValueError(f"header '{name}' is set by the gateway and cannot be overridden")
+            if any(ord(char) < 32 or ord(char) == 127 for char in text):
+                raise ValueError(f"header '{name}' has a control character in its value")
         return value
 
 
@@ -117,10 +162,23 @@ class DeploymentConfig(FileModel):
 
     @field_validator("params")
     @classmethod
-    def _not_the_route(cls, value: dict[str, object]) -> dict[str, object]:
-        for name in ("model", "messages", "stream"):
+    def _request_parameters(cls, value: dict[str, object]) -> dict[str, object]:
+        """Overrides must be parameters a request could carry: JSON, valid where known."""
+        for name in ROUTE_FIELDS:
             if name in value:
                 raise ValueError(f"'{name}' cannot be overridden by a deployment")
+        try:
+            orjson.dumps(value)
+        except TypeError:
+            raise ValueError("parameter values must be JSON (text, numbers, lists, maps)") from None
+        sample = {"model": "m", "messages": [{"role": "user", "content": "x"}], **value}
+        try:
+            ChatCompletionRequest.model_validate(sample)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(f"not a valid request parameter: {problems}") from None
         return value
 
 

@@ -132,10 +132,15 @@ class VendorSource:
     spec: OpenAICompatSpec
     config: ProviderConfig | None = None
 
+    @property
+    def key_env(self) -> str | None:
+        """The variable the config file names for the key, if it names one."""
+        return self.config.api_key_env if self.config is not None else None
+
     def key(self, settings: Settings, environ: Mapping[str, str]) -> str | None:
         """The vendor's key: the config's `api_key_env` variable, else `<NAME>_API_KEY`."""
-        if self.config is not None and self.config.api_key_env:
-            return environ.get(self.config.api_key_env, "").strip() or None
+        if self.key_env:
+            return environ.get(self.key_env, "").strip() or None
         secret: SecretStr | None = getattr(settings, self.spec.key_setting, None)
         return secret.get_secret_value() if secret is not None else None
 
@@ -149,16 +154,12 @@ class VendorSource:
     @property
     def key_variable(self) -> str:
         """The environment variable the key is read from."""
-        if self.config is not None and self.config.api_key_env:
-            return self.config.api_key_env
-        return self.spec.key_setting.upper()
+        return self.key_env or self.spec.key_setting.upper()
 
     @property
     def requires_key(self) -> bool:
         """A declared `api_key_env` always needs its key; otherwise the spec decides."""
-        if self.config is not None and self.config.api_key_env:
-            return True
-        return self.spec.requires_key
+        return bool(self.key_env) or self.spec.requires_key
 
 
 def build_vendor(
@@ -198,6 +199,11 @@ def vendor_sources(config: GatewayConfig) -> list[VendorSource]:
     specs = {spec.name: spec for spec in SPECS}
     sources = [VendorSource(spec, config.providers.get(spec.name)) for spec in SPECS]
     for name, own in config.providers.items():
+        if name in specs and own.spec is not None:
+            raise ConfigurationError(
+                f"providers.{name}.spec: '{name}' is a shipped vendor already; 'spec' is for "
+                "new providers (give them another name)"
+            )
         if name == constants.CEREBRAS or name in specs:
             continue
         if own.spec is not None and own.spec not in specs:

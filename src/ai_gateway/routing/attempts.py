@@ -1,10 +1,11 @@
 """Attempts: one request's plan over its route's deployments: which next, and when.
 
-Deployments are tried in rounds: each gets its first try (in route order) before any gets a
-retry, so a failing deployment falls back to the next one at once, and retries wait a backoff.
-Within a round, deployments whose breaker is closed (or half-open, free for a probe) come first
-in route order; open ones come last, least recently failed first. Nothing is ever skipped only
-because its breaker is open.
+The next attempt goes to the deployment that may start soonest: a failed deployment waits its
+backoff (or the upstream's Retry-After) while the others go at once, so a failure falls back to
+the next deployment immediately and retries come after; ties go to the fewest tries, then route
+order. Deployments whose breaker is open (or half-open with its probe out) are left out while
+any other may still be tried; once none may, they are tried too, least recently failed first.
+Nothing is refused only because a breaker is open.
 """
 
 import random
@@ -74,21 +75,25 @@ class Attempts:
         ]
         if not candidates:
             return None
-        _, chosen = min(candidates, key=lambda item: self._rank(item[0], item[1], now))
+        allowed = [item for item in candidates if self._breakers.get(item[1].key).allows()]
+        if allowed:
+            _, chosen = min(allowed, key=lambda item: self._rank(item[0], item[1], now))
+        else:  # every one left is open: the least recently failed first
+            _, chosen = min(candidates, key=lambda item: self._last_failure(item[1]))
         return chosen, max(self.ready_at[chosen.key], now)
 
-    def _rank(self, index: int, deployment: Deployment, now: float) -> tuple[float, ...]:
-        breaker = self._breakers.get(deployment.key)
+    def _rank(self, index: int, deployment: Deployment, now: float) -> tuple[float, int, int]:
         ready = max(self.ready_at[deployment.key], now)
-        if breaker.allows():
-            return (self.tries[deployment.key], 0, ready, index)
-        return (self.tries[deployment.key], 1, breaker.last_failure_at or 0.0, index)
+        return (ready, self.tries[deployment.key], index)
 
-    def started(self, deployment: Deployment) -> None:
-        """An attempt on `deployment` begins."""
+    def _last_failure(self, deployment: Deployment) -> float:
+        return self._breakers.get(deployment.key).last_failure_at or 0.0
+
+    def started(self, deployment: Deployment) -> bool:
+        """An attempt on `deployment` begins; True when it is its breaker's probe."""
         self.tries[deployment.key] += 1
         self.count += 1
-        self._breakers.get(deployment.key).started()
+        return self._breakers.get(deployment.key).started()
 
     def remaining_s(self) -> float:
         """Time left before the request's deadline."""
@@ -108,7 +113,7 @@ class Attempts:
             status=error.status_code,
             code=error.code,
             outcome=outcome.value,
-            attempt=self.count,
+            deployment_try=self.tries[deployment.key],
         )
         return outcome
 

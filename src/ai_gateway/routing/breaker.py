@@ -65,28 +65,31 @@ class Breaker:
         state = self.current()
         return state is State.CLOSED or (state is State.HALF_OPEN and not self.probing)
 
-    def started(self) -> None:
-        """An attempt starts; outside the closed state it is the probe."""
-        if self.current() is not State.CLOSED:
+    def started(self) -> bool:
+        """An attempt starts; True when it is the half-open circuit's one probe. (An attempt on
+        an open circuit, made because every deployment of its route is open, is no probe.)"""
+        if self.current() is State.HALF_OPEN and not self.probing:
             self.probing = True
+            return True
+        return False
 
-    def succeeded(self) -> None:
-        """The deployment answered."""
-        self.probing = False
+    def succeeded(self, *, probe: bool = False) -> None:
+        """The deployment answered; any success outside the closed state closes the circuit."""
+        self.released(probe=probe)
         self.consecutive = 0
         self.outcomes.append(True)
         if self.state is not State.CLOSED:
             self.outcomes.clear()
-            self._move(State.CLOSED, "probe succeeded")
+            self._move(State.CLOSED, "probe succeeded" if probe else "a request succeeded")
 
-    def failed(self) -> None:
+    def failed(self, *, probe: bool = False) -> None:
         """The deployment failed in a way that says it is unhealthy."""
-        self.probing = False
+        self.released(probe=probe)
         self.consecutive += 1
         self.outcomes.append(False)
         self.last_failure_at = self.clock()
         if self.state is not State.CLOSED:
-            self._open("probe failed")
+            self._open("probe failed" if probe else "failed while not closed")
         elif self.consecutive >= self.config.consecutive_failures:
             self._open(f"{self.consecutive} consecutive failures")
         elif len(self.outcomes) >= self.config.min_requests and self.ratio >= (
@@ -94,9 +97,10 @@ class Breaker:
         ):
             self._open(f"failure ratio {self.ratio:.2f}")
 
-    def released(self) -> None:
-        """An attempt ended without an outcome (cancelled, or the caller's own error)."""
-        self.probing = False
+    def released(self, *, probe: bool = False) -> None:
+        """An attempt ended; only the probe itself frees the probe slot."""
+        if probe:
+            self.probing = False
 
     @property
     def ratio(self) -> float:

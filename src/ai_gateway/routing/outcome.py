@@ -3,9 +3,11 @@
 - retry: connection errors, timeouts, malformed answers, upstream 5xx and 429. The same deployment
   may be tried again after a backoff (or the upstream's Retry-After), others at once.
 - fall back: this deployment cannot serve this request, another might: the upstream rejected the
-  gateway's key, the provider has no key here, the deployment's policy rejects a parameter, or
-  (where the alias allows it) the context is too long for this model.
-- stop: the caller's own error (400, 401, 403, 404, 409, 413, 422) goes back at once.
+  gateway's key (401, 402, 403), does not know the model or path (404), the provider has no key
+  here, the deployment's policy rejects a parameter, or (where the alias allows it) the context
+  is too long for this model.
+- stop: any other error about the caller's request (upstream 400, 409, 413, 422) goes back at
+  once.
 """
 
 import math
@@ -44,13 +46,18 @@ def is_context_length(error: GatewayError) -> bool:
     return error.code == "context_length_exceeded" or bool(CONTEXT_LENGTH.search(error.message))
 
 
+def is_not_found(error: GatewayError) -> bool:
+    """An upstream 404: this deployment's model id (or base URL) is wrong, not the request."""
+    return isinstance(error, InvalidRequest) and error.status_code == 404
+
+
 def classify(error: GatewayError, *, fallback_on_context_length: bool) -> Outcome:
     """The outcome of one failed attempt."""
     if isinstance(error, ProviderError) and error.code == "upstream_auth_error":
         return Outcome.FALL_BACK
     if isinstance(error, RateLimited | ProviderError):
         return Outcome.RETRY
-    if isinstance(error, ProviderNotConfigured | ParameterRejected):
+    if isinstance(error, ProviderNotConfigured | ParameterRejected) or is_not_found(error):
         return Outcome.FALL_BACK
     if fallback_on_context_length and is_context_length(error):
         return Outcome.FALL_BACK
@@ -63,7 +70,7 @@ def marks_unhealthy(error: GatewayError) -> bool:
     A 429 is the upstream working as designed (Retry-After handles it), and a rejected parameter
     or a too-long prompt is about this request, not the deployment.
     """
-    return isinstance(error, ProviderError | ProviderNotConfigured)
+    return isinstance(error, ProviderError | ProviderNotConfigured) or is_not_found(error)
 
 
 def informativeness(error: GatewayError) -> int:

@@ -79,4 +79,3 @@ class Route:
     name: str
     deployments: tuple[Deployment, ...]
     policy: Policy = Policy()
-    is_alias: bool = False

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -33,10 +33,20 @@ Chunks = AsyncGenerator[ChatCompletionChunk, None]
 
 @dataclass(frozen=True, slots=True)
 class OpenedStream:
-    """A stream whose first chunk has arrived (None: the upstream sent no chunk at all)."""
+    """A stream whose first chunk has arrived (None: the upstream sent no chunk at all).
+
+    `rest` is what the caller reads; `upstream` the provider's own iterator under it, closed
+    explicitly when the stream is dropped (a wrapper that never started cannot close it).
+    """
 
     first: ChatCompletionChunk | None
     rest: Chunks
+    upstream: Chunks
+
+    async def aclose(self) -> None:
+        """Drop the stream and release its upstream connection."""
+        await self.rest.aclose()
+        await self.upstream.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +58,26 @@ class Served(Generic[T]):
     attempts: int
 
 
+@dataclass(slots=True)
+class Attempt(Generic[T]):
+    """One running attempt of a hedged request."""
+
+    deployment: Deployment
+    probe: bool
+    started: float
+    task: "asyncio.Task[T]"
+
+
 def timed_out(deployment: Deployment, what: str, seconds: float) -> ProviderError:
     """An attempt over one of its limits."""
     return ProviderError(
         f"{deployment.key} gave no {what} within {round(seconds, 2):g} s", code="upstream_timeout"
     )
+
+
+def limit_s(remaining_s: float, *limits: float | None) -> float:
+    """The tightest of the set limits and the time left before the deadline."""
+    return min([remaining_s, *(value for value in limits if value is not None)])
 
 
 async def within_total(chunks: Chunks, deployment: Deployment, deadline: float) -> Chunks:
@@ -92,6 +117,7 @@ class Router:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311  # spreading load, not secrets
         self._variants: dict[str, ChatProvider] = {}
+        self._background: set[asyncio.Future[None]] = set()
 
     def route(self, model: str) -> Route:
         """The route for a unified-route model: an alias, else `provider/model`."""
@@ -101,12 +127,9 @@ class Router:
         provider, model_id = self.registry.resolve(model)
         return self.direct(provider, model_id)
 
-    def provider_route(self, provider_name: str, model: str) -> Route:
-        """The route for `/{provider}/v1/chat/completions`: that provider's own model id."""
-        return self.direct(self.registry.provider(provider_name), model)
-
     def direct(self, provider: ChatProvider, model: str) -> Route:
-        """One deployment with the routing defaults."""
+        """One deployment with the routing defaults (`provider/model`, or the provider's own
+        route `/{provider}/v1/chat/completions`)."""
         deployment = Deployment(self._with_connect(provider), model, timeouts=self.timeouts)
         return Route(f"{provider.name}/{model}", (deployment,), self.policy)
 
@@ -127,7 +150,7 @@ class Router:
         """One completion from the first deployment that answers."""
 
         async def attempt(deployment: Deployment, remaining_s: float) -> ChatCompletionResponse:
-            limit = min(deployment.timeouts.total_s or remaining_s, remaining_s)
+            limit = limit_s(remaining_s, deployment.timeouts.total_s)
             try:
                 async with asyncio.timeout(limit):
                     return await deployment.provider.chat_completions(
@@ -143,28 +166,24 @@ class Router:
 
         async def attempt(deployment: Deployment, remaining_s: float) -> OpenedStream:
             limits = deployment.timeouts
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            first_limit = min(limits.first_byte_s or remaining_s, limits.total_s or remaining_s)
-            first_limit = min(first_limit, remaining_s)
+            started = asyncio.get_running_loop().time()
+            limit = limit_s(remaining_s, limits.first_byte_s, limits.total_s)
             chunks = deployment.provider.stream_chat_completions(for_deployment(req, deployment))
             try:
-                async with asyncio.timeout(first_limit):
+                async with asyncio.timeout(limit):
                     first = await anext(chunks, None)
             except TimeoutError:
                 await chunks.aclose()
-                raise timed_out(deployment, "first byte", first_limit) from None
+                raise timed_out(deployment, "first byte", limit) from None
             except BaseException:
                 await chunks.aclose()
                 raise
-            if limits.total_s is not None:
-                chunks = within_total(chunks, deployment, started + limits.total_s)
-            return OpenedStream(first, chunks)
+            if limits.total_s is None:
+                return OpenedStream(first, chunks, chunks)
+            rest = within_total(chunks, deployment, started + limits.total_s)
+            return OpenedStream(first, rest, chunks)
 
-        async def discard(opened: OpenedStream) -> None:
-            await opened.rest.aclose()
-
-        return await self._serve(route, attempt, discard=discard)
+        return await self._serve(route, attempt, discard=OpenedStream.aclose)
 
     async def _serve(
         self,
@@ -173,11 +192,18 @@ class Router:
         *,
         discard: Callable[[T], Awaitable[None]] | None,
     ) -> Served[T]:
-        """Run attempts until one succeeds: one at a time, or racing when the route hedges."""
+        """Run attempts until one succeeds: one at a time, or racing when the route hedges.
+
+        A failure that ends the request carries the number of attempts made (`attempts`).
+        """
         plan = Attempts(route, self.breakers, clock=self._clock, rng=self._rng)
-        if plan.policy.hedge_after_s is None:
-            return await self._serve_in_turn(plan, attempt)
-        return await self._serve_hedged(plan, attempt, discard)
+        try:
+            if plan.policy.hedge_after_s is None:
+                return await self._serve_in_turn(plan, attempt)
+            return await self._serve_hedged(plan, attempt, discard)
+        except GatewayError as error:
+            error.attempts = plan.count
+            raise
 
     async def _serve_in_turn(
         self, plan: Attempts, attempt: Callable[[Deployment, float], Awaitable[T]]
@@ -185,17 +211,17 @@ class Router:
         """One attempt after another, awaited in place (no task per attempt on the hot path)."""
         while True:
             deployment = await self._next_turn(plan)
-            plan.started(deployment)
-            breaker = self.breakers.get(deployment.key)
+            probe = plan.started(deployment)
             try:
                 value = await attempt(deployment, plan.remaining_s())
             except GatewayError as error:
-                self._failed(plan, deployment, error)
+                if self._finish(plan, deployment, probe, error) is Outcome.STOP:
+                    raise
                 continue
             except BaseException:
-                breaker.released()
+                self._finish(plan, deployment, probe, None, ended=False)
                 raise
-            breaker.succeeded()
+            self._finish(plan, deployment, probe, None)
             return Served(value, deployment, plan.count)
 
     async def _serve_hedged(
@@ -204,23 +230,31 @@ class Router:
         attempt: Callable[[Deployment, float], Awaitable[T]],
         discard: Callable[[T], Awaitable[None]] | None,
     ) -> Served[T]:
-        """Attempts as tasks: a second one starts when the first is slow; the first answer wins."""
-        running: dict[asyncio.Task[T], tuple[Deployment, float]] = {}
+        """Attempts as tasks: another starts when the running one is slow; the first answer
+        wins. The caller's own error (stop) waits while another attempt may still succeed."""
+        running: list[Attempt[T]] = []
+        stopped: GatewayError | None = None
+        served: Served[T] | None = None
         try:
-            while True:
+            while served is None:
                 if not running:
-                    self._start(plan, await self._next_turn(plan), attempt, running)
+                    if stopped is not None:
+                        raise stopped
+                    running.append(self._start(plan, await self._next_turn(plan), attempt))
+                wait, hedge = (None, None) if stopped else self._hedge_plan(plan, running)
                 done, _ = await asyncio.wait(
-                    running, timeout=self._hedge_wait(plan, running), return_when="FIRST_COMPLETED"
+                    [a.task for a in running], timeout=wait, return_when="FIRST_COMPLETED"
                 )
                 if not done:
-                    self._hedge(plan, attempt, running)
+                    if hedge is not None:
+                        log.info("hedge_started", slow=running[0].deployment.key, hedge=hedge.key)
+                        running.append(self._start(plan, hedge, attempt))
                     continue
-                served = self._settle(plan, done, running)
-                if served is not None:
-                    return served
+                served, stop = self._settle(plan, done, running)
+                stopped = stopped or stop
+            return served
         finally:
-            await self._cancel(running, discard)
+            await self._cancel(running, discard, winner=served)
 
     async def _next_turn(self, plan: Attempts) -> Deployment:
         """The next deployment, once its turn has come (backoff, Retry-After); when nothing is
@@ -238,91 +272,120 @@ class Router:
         plan: Attempts,
         deployment: Deployment,
         attempt: Callable[[Deployment, float], Awaitable[T]],
-        running: dict[asyncio.Task[T], tuple[Deployment, float]],
-    ) -> None:
-        plan.started(deployment)
+    ) -> Attempt[T]:
+        probe = plan.started(deployment)
         task = asyncio.ensure_future(attempt(deployment, plan.remaining_s()))
-        running[task] = (deployment, self._clock())
+        return Attempt(deployment, probe, self._clock(), task)
 
-    def _hedge_wait(
-        self, plan: Attempts, running: Mapping[asyncio.Task[Any], tuple[Deployment, float]]
-    ) -> float | None:
-        """How long to wait before hedging; None when this request will not hedge now."""
+    def _hedge_plan(
+        self, plan: Attempts, running: list[Attempt[T]]
+    ) -> tuple[float | None, Deployment | None]:
+        """How long to wait before hedging, and with which deployment: once the running attempt
+        is `hedge_after` old and the next deployment may start. (None, None): do not hedge."""
         hedge_after = plan.policy.hedge_after_s
         if hedge_after is None or len(running) != 1:
-            return None
-        upcoming = plan.next(busy={d.key for d, _ in running.values()})
-        if upcoming is None or upcoming[1] > self._clock():
-            return None
-        [(_, started)] = running.values()
-        return max(started + hedge_after - self._clock(), 0.0)
-
-    def _hedge(
-        self,
-        plan: Attempts,
-        attempt: Callable[[Deployment, float], Awaitable[T]],
-        running: dict[asyncio.Task[T], tuple[Deployment, float]],
-    ) -> None:
-        """Start the same request on the next deployment, racing the one still running."""
-        upcoming = plan.next(busy={d.key for d, _ in running.values()})
+            return None, None
+        upcoming = plan.next(busy={a.deployment.key for a in running})
         if upcoming is None:
-            return
-        slow = next(iter(running.values()))[0]
-        log.info("hedge_started", slow=slow.key, hedge=upcoming[0].key)
-        self._start(plan, upcoming[0], attempt, running)
+            return None, None
+        deployment, start_at = upcoming
+        wait = max(running[0].started + hedge_after, start_at) - self._clock()
+        return max(wait, 0.0), deployment
 
     def _settle(
+        self, plan: Attempts, done: set["asyncio.Task[T]"], running: list[Attempt[T]]
+    ) -> tuple[Served[T] | None, GatewayError | None]:
+        """Note every finished attempt; the winner (the first success), and a stop error."""
+        served: Served[T] | None = None
+        stopped: GatewayError | None = None
+        for finished in [a for a in running if a.task in done]:
+            error = finished.task.exception()
+            if error is None and served is None:
+                running.remove(finished)
+                self._finish(plan, finished.deployment, finished.probe, None)
+                served = Served(finished.task.result(), finished.deployment, plan.count)
+            elif isinstance(error, GatewayError):
+                running.remove(finished)
+                if self._finish(plan, finished.deployment, finished.probe, error) is Outcome.STOP:
+                    stopped = stopped or error
+            elif error is not None:
+                raise error  # a bug, not an upstream failure: _cancel releases the rest
+        return served, stopped
+
+    def _finish(
         self,
         plan: Attempts,
-        done: set[asyncio.Task[T]],
-        running: dict[asyncio.Task[T], tuple[Deployment, float]],
-    ) -> Served[T] | None:
-        """The winner among finished attempts, if one succeeded; failures are noted."""
-        for task in done:
-            deployment, _ = running.pop(task)
-            error = task.exception()
-            if error is None:
-                self.breakers.get(deployment.key).succeeded()
-                return Served(task.result(), deployment, plan.count)
-            if not isinstance(error, GatewayError):
-                self.breakers.get(deployment.key).released()
-                raise error
-            self._failed(plan, deployment, error)
-        return None
+        deployment: Deployment,
+        probe: bool,
+        error: GatewayError | None,
+        *,
+        ended: bool = True,
+    ) -> Outcome | None:
+        """Note an attempt's end on the plan and the deployment's breaker.
 
-    def _failed(self, plan: Attempts, deployment: Deployment, error: GatewayError) -> None:
-        """Note a failed attempt on the plan and the breaker; the caller's errors stop here."""
-        outcome = plan.failed(deployment, error)
+        Success, or the caller's own error (the upstream answered), counts as healthy; failures
+        that say the deployment is unwell count against it; anything else (a 429, a parameter
+        refused, a cancelled attempt: `ended=False`) only frees the probe.
+        """
         breaker = self.breakers.get(deployment.key)
+        if error is None:
+            if ended:
+                breaker.succeeded(probe=probe)
+            else:
+                breaker.released(probe=probe)
+            return None
+        outcome = plan.failed(deployment, error)
         if marks_unhealthy(error):
-            breaker.failed()
+            breaker.failed(probe=probe)
         elif outcome is Outcome.STOP:
-            breaker.succeeded()  # the upstream answered; the request was at fault
+            breaker.succeeded(probe=probe)
         else:
-            breaker.released()
-        if outcome is Outcome.STOP:
-            raise error
+            breaker.released(probe=probe)
+        return outcome
 
     async def _cancel(
         self,
-        running: dict[asyncio.Task[T], tuple[Deployment, float]],
+        running: list[Attempt[T]],
         discard: Callable[[T], Awaitable[None]] | None,
+        *,
+        winner: Served[T] | None,
     ) -> None:
-        """Cancel the attempts still running (hedge losers); release what they opened."""
-        if not running:
-            return
-        for task in running:
-            task.cancel()
+        """Cancel the attempts still running (hedge losers) and release what they opened.
+
+        The clean-up runs to its end even if the request itself is cancelled meanwhile; a winner
+        that can no longer be returned is released too.
+        """
+        cleanup = self._keep(self._drain(list(running), discard))
+        running.clear()
         try:
-            await asyncio.wait(running)
-        finally:
-            for task, (deployment, _) in running.items():
-                self.breakers.get(deployment.key).released()
-                if task.cancelled():
-                    log.info("attempt_cancelled", deployment=deployment.key)
-                elif task.exception() is None and discard is not None:
-                    await discard(task.result())
-            running.clear()
+            await asyncio.shield(cleanup)
+        except BaseException:
+            if winner is not None and discard is not None:
+                self._keep(discard(winner.value))
+            raise
+
+    async def _drain(
+        self, attempts: list[Attempt[T]], discard: Callable[[T], Awaitable[None]] | None
+    ) -> None:
+        """Cancel and await every attempt; close what a finished loser opened."""
+        for attempt in attempts:
+            attempt.task.cancel()
+        if attempts:
+            await asyncio.wait([a.task for a in attempts])
+        for attempt in attempts:
+            breaker = self.breakers.get(attempt.deployment.key)
+            breaker.released(probe=attempt.probe)
+            if attempt.task.cancelled():
+                log.info("attempt_cancelled", deployment=attempt.deployment.key)
+            elif attempt.task.exception() is None and discard is not None:
+                await discard(attempt.task.result())
+
+    def _keep(self, work: Awaitable[None]) -> "asyncio.Future[None]":
+        """Run `work` as a task the router holds until it ends (tasks are otherwise weakly held)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
 
 def for_deployment(req: ChatCompletionRequest, deployment: Deployment) -> ChatCompletionRequest:

@@ -3,6 +3,7 @@ Router built from them, and the table as `ai-gateway check-config` prints it."""
 
 from types import MappingProxyType
 
+from ai_gateway.config import constants
 from ai_gateway.config.loader import ConfigurationError
 from ai_gateway.config.routing import AliasConfig, GatewayConfig
 from ai_gateway.errors import GatewayError
@@ -25,13 +26,34 @@ def provider_of(registry: Registry, where: str, model: str) -> tuple[ChatProvide
         ) from None
 
 
-def alias_route(name: str, alias: AliasConfig, config: GatewayConfig, registry: Registry) -> Route:
+def check_timeouts(where: str, timeouts: Timeouts, request_timeout_s: float) -> None:
+    """Limits the transport's own timeout would always cut first are a mistake in the file."""
+    for label, value in (
+        ("connect_s", timeouts.connect_s),
+        ("first_byte_s", timeouts.first_byte_s),
+    ):
+        if value is not None and value > request_timeout_s:
+            raise ConfigurationError(
+                f"{where}.timeouts.{label}: {value:g} s is more than REQUEST_TIMEOUT_S "
+                f"({request_timeout_s:g} s), which bounds every upstream call first; "
+                "lower it or raise REQUEST_TIMEOUT_S"
+            )
+
+
+def alias_route(
+    name: str,
+    alias: AliasConfig,
+    config: GatewayConfig,
+    registry: Registry,
+    request_timeout_s: float,
+) -> Route:
     """One alias as a Route: its deployments in order, each with its own limits and params."""
     deployments = []
     for index, own in enumerate(alias.deployments):
         where = f"aliases.{name}.deployments[{index}]"
         provider, model = provider_of(registry, where, own.model)
         timeouts = Timeouts.merged(own.timeouts, config.routing.timeouts)
+        check_timeouts(where, timeouts, request_timeout_s)
         if timeouts.connect_s is not None:
             provider = provider.with_connect_timeout(timeouts.connect_s)
         deployments.append(
@@ -51,20 +73,28 @@ def alias_route(name: str, alias: AliasConfig, config: GatewayConfig, registry: 
         fallback_on_context_length=alias.fallback_on_context_length,
         weighted=alias.strategy == "weighted",
     )
-    return Route(name, tuple(deployments), policy, is_alias=True)
+    return Route(name, tuple(deployments), policy)
 
 
-def build_router(config: GatewayConfig, registry: Registry) -> Router:
+def build_router(
+    config: GatewayConfig,
+    registry: Registry,
+    *,
+    request_timeout_s: float = constants.DEFAULT_REQUEST_TIMEOUT_S,
+) -> Router:
     """The Router for this config; every alias is checked against the registry."""
+    defaults = Timeouts.merged(config.routing.timeouts)
+    check_timeouts("routing", defaults, request_timeout_s)
     aliases = {
-        name: alias_route(name, alias, config, registry) for name, alias in config.aliases.items()
+        name: alias_route(name, alias, config, registry, request_timeout_s)
+        for name, alias in config.aliases.items()
     }
     pinned = tuple(d.key for route in aliases.values() for d in route.deployments)
     return Router(
         registry,
         aliases=aliases,
         policy=Policy.from_config(config.routing),
-        timeouts=Timeouts.merged(config.routing.timeouts),
+        timeouts=defaults,
         breakers=BreakerBoard(config.routing.breaker, pinned=pinned),
     )
 
