@@ -73,8 +73,12 @@ class Attempts:
             and self.tries[d.key] <= self.policy.retries
             and self.ready_at[d.key] < self.deadline
         ]
-        if not candidates:
-            return None
+        if len(candidates) <= 1:  # nothing to choose between: breakers never refuse
+            return (
+                (candidates[0][1], max(self.ready_at[candidates[0][1].key], now))
+                if candidates
+                else None
+            )
         allowed = [item for item in candidates if self._breakers.get(item[1].key).allows()]
         if allowed:
             _, chosen = min(allowed, key=lambda item: self._rank(item[0], item[1], now))

@@ -38,11 +38,11 @@ class Deployment:
     timeouts: Timeouts = Timeouts()
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     weight: float = 1.0
+    key: str = field(init=False)
+    """`provider/model`: the deployment's name in logs, breakers and the health endpoint."""
 
-    @property
-    def key(self) -> str:
-        """`provider/model`: the deployment's name in logs, breakers and the health endpoint."""
-        return f"{self.provider.name}/{self.model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.provider.name}/{self.model}")
 
 
 @dataclass(frozen=True, slots=True)
