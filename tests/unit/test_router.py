@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ai_gateway.config.routing import BreakerConfig
-from ai_gateway.errors import InvalidRequest, ProviderError
+from ai_gateway.errors import InvalidRequest, ModelNotFound, ProviderError
 from ai_gateway.providers.registry import Registry
 from ai_gateway.routing.breaker import BreakerBoard, State
 from ai_gateway.routing.route import Deployment, Policy, Route, Timeouts
@@ -248,3 +248,14 @@ async def test_a_fake_provider_route_serves_the_upstream_model_id() -> None:
 
     assert provider.requests[0].model == "m-1"
     assert served.deployment.key == "alpha/m-1"
+
+
+def test_an_unknown_name_without_a_provider_lists_the_aliases() -> None:
+    provider = FakeProvider(name="alpha")
+    router = router_for(provider)
+    router.aliases["smart"] = route_of(router, provider)
+
+    with pytest.raises(ModelNotFound, match=r"neither an alias \(smart\) nor") as missing:
+        router.route("smrt")
+
+    assert missing.value.param == "model"

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from ai_gateway.errors import GatewayError, ProviderError
+from ai_gateway.errors import GatewayError, ModelNotFound, ProviderError
 from ai_gateway.providers.base import ChatProvider
 from ai_gateway.providers.registry import Registry
 from ai_gateway.routing.attempts import Attempts
@@ -28,6 +28,7 @@ from ai_gateway.schemas import ChatCompletionChunk, ChatCompletionRequest, ChatC
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+MAX_LISTED_ALIASES = 20
 Chunks = AsyncGenerator[ChatCompletionChunk, None]
 
 
@@ -124,6 +125,12 @@ class Router:
         alias = self.aliases.get(model)
         if alias is not None:
             return alias
+        if "/" not in model and self.aliases:
+            known = ", ".join(sorted(self.aliases)[:MAX_LISTED_ALIASES])
+            raise ModelNotFound(
+                f"Model '{model[:200]}' is neither an alias ({known}) nor '<provider>/<model>'.",
+                param="model",
+            )
         provider, model_id = self.registry.resolve(model)
         return self.direct(provider, model_id)
 
