@@ -35,6 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     serve.add_argument("--port", type=int, default=constants.DEFAULT_PORT)
     serve.add_argument("--workers", type=int, default=1, help="worker processes")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--config", help="the config file (default: AI_GATEWAY_CONFIG)")
     check = commands.add_parser(
         "check-config", help="validate AI_GATEWAY_CONFIG and print the routing table"
     )
@@ -72,6 +73,8 @@ def serve(args: argparse.Namespace) -> None:
     settings = Settings()
     if args.log_level:
         settings = settings.model_copy(update={"log_level": args.log_level})
+    if args.config:
+        settings = settings.model_copy(update={"ai_gateway_config": args.config})
     configure_logging(settings.log_level, settings.log_format)
     settings = with_gateway_keys(settings)
     options = {"host": args.host, "port": args.port, "log_config": None, "access_log": False}
@@ -80,6 +83,8 @@ def serve(args: argparse.Namespace) -> None:
         keys = ",".join(key.get_secret_value() for key in settings.gateway_api_keys)
         os.environ["GATEWAY_API_KEYS"] = keys
         os.environ["LOG_LEVEL"] = settings.log_level
+        if settings.ai_gateway_config:
+            os.environ["AI_GATEWAY_CONFIG"] = settings.ai_gateway_config
         uvicorn.run(
             "ai_gateway.cli:app_from_environment", factory=True, workers=args.workers, **options
         )

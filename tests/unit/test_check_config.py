@@ -1,8 +1,10 @@
 """`ai-gateway check-config`: the resolved routing table, or exit 2 with every problem."""
 
+import os
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 from ai_gateway import cli
 from ai_gateway.app import create_app
@@ -160,3 +162,44 @@ def test_a_key_variable_named_by_the_file_is_read_from_dot_env_too(
 
     assert code == 0
     assert "groq         ready" in out
+
+
+def test_serve_takes_the_config_file_as_a_flag_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("aliases: {a: {deployments: []}}\n")
+    monkeypatch.setenv("GATEWAY_API_KEYS", "sk-test")
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", "1", "--config", str(bad)])
+
+    assert exited.value.code == 2
+    assert "aliases.a.deployments: List should have at least 1 item" in capsys.readouterr().err
+
+
+def test_workers_check_the_file_once_and_inherit_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(kwargs))
+    exported = {"GATEWAY_API_KEYS": "sk-test", "LOG_LEVEL": "info", "AI_GATEWAY_CONFIG": ""}
+    for name, value in {**exported, "CEREBRAS_MOCK": "true"}.items():
+        monkeypatch.setenv(name, value)  # restored after the test: serve exports these
+
+    main(["serve", "--workers", "2", "--config", str(EXAMPLE)])
+
+    assert started[0]["workers"] == 2
+    assert os.environ["AI_GATEWAY_CONFIG"] == str(EXAMPLE)
+
+
+def test_workers_refuse_a_bad_file_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("aliases:\n  a:\n    deployments: [{model: nosuch/m}]\n")
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("server started"))
+    monkeypatch.setenv("GATEWAY_API_KEYS", "sk-test")
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--workers", "2", "--config", str(bad)])
+
+    assert exited.value.code == 2

@@ -47,7 +47,11 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """How hard a route tries: retries, deadline, backoff, Retry-After cap, hedging."""
+    """How hard a route tries: retries, deadline, backoff, Retry-After cap, hedging.
+
+    `Policy()` itself is one attempt per deployment; the gateway's policies come from the config
+    file's `routing` section (whose defaults retry twice) through `from_config`.
+    """
 
     retries: int = 0
     deadline_s: float = 60.0
