@@ -4,6 +4,7 @@ Every test runs its own gateway (breaker state is per process) from a YAML confi
 operator writes one.
 """
 
+import concurrent.futures
 import dataclasses
 import json
 import time
@@ -619,3 +620,22 @@ def test_a_model_name_longer_than_any_vendors_is_a_400(
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "model"
     assert alpha.requests == []
+
+
+def test_many_hedged_requests_at_once_each_cancel_their_loser_and_leave_no_probe(
+    alpha: FakeUpstream, beta: FakeUpstream, gamma: FakeUpstream
+) -> None:
+    requests = 24
+    alpha.reply_with(lambda _: json_reply(completion_payload(text="slow"), delay=2.0))
+    beta.reply_with(lambda _: json_reply(completion_payload(text="fast")))
+    with gateway(alpha, beta, gamma, HEDGED) as server:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=requests) as pool:
+            answers = list(pool.map(lambda _: chat(server), range(requests)))
+        assert alpha.wait_for_disconnects(requests, timeout=5.0)
+        states = health(server)
+
+    assert {reply_text(answer) for answer in answers} == {"fast"}
+    assert len(beta.requests) == requests
+    for key in ("alpha/a-model", "beta/b-model"):
+        assert states[key]["state"] == "closed"  # a cancelled loser is no failure
+        assert states[key]["probe_in_flight"] is False
