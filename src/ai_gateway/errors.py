@@ -99,6 +99,13 @@ class ProviderError(GatewayError):
     code = "upstream_error"
 
 
+class DeadlineExceeded(ProviderError):
+    """The request's routing deadline ran out during an attempt: the route's time, not the
+    deployment's fault."""
+
+    code = "upstream_timeout"
+
+
 class ProviderNotConfigured(GatewayError):
     """The provider has no credentials in this deployment."""
 

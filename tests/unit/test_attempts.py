@@ -15,7 +15,7 @@ from ai_gateway.errors import (
     RateLimited,
 )
 from ai_gateway.providers.params import ParameterRejected
-from ai_gateway.routing.attempts import Attempts, weighted_order
+from ai_gateway.routing.attempts import MIN_ATTEMPT_S, Attempts, weighted_order
 from ai_gateway.routing.breaker import BreakerBoard, State
 from ai_gateway.routing.outcome import Outcome
 from ai_gateway.routing.route import Deployment, Policy, Route
@@ -299,12 +299,30 @@ def test_a_deployment_ready_before_the_deadline_is_offered() -> None:
     assert plan.attempts.next() == (A, START + 5.0)
 
 
-def test_nothing_is_offered_once_the_deadline_has_passed() -> None:
+def test_nothing_more_is_offered_once_the_deadline_has_passed() -> None:
     plan = Plan(A, B, deadline_s=5.0)
+    plan.fail(A)
 
     plan.clock.advance(5.0)
 
     assert plan.attempts.next() is None
+
+
+def test_no_retry_starts_in_the_last_moment_before_the_deadline() -> None:
+    plan = Plan(A, B, deadline_s=5.0)
+    plan.fail(A)
+
+    plan.clock.advance(5.0 - MIN_ATTEMPT_S / 2)
+
+    assert plan.attempts.next() is None
+
+
+def test_the_first_attempt_always_starts() -> None:
+    plan = Plan(A, deadline_s=5.0)
+
+    plan.clock.advance(6.0)
+
+    assert plan.next_key() == "a/m"
 
 
 def test_an_untried_deployment_is_offered_just_before_the_deadline() -> None:

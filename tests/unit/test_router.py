@@ -1,6 +1,7 @@
 """Router over scripted in-process providers: the paths the HTTP tests cannot time exactly."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,3 +260,81 @@ def test_an_unknown_name_without_a_provider_lists_the_aliases() -> None:
         router.route("smrt")
 
     assert missing.value.param == "model"
+
+
+@pytest.mark.anyio
+async def test_a_crash_finishing_with_the_winner_still_closes_the_winners_stream() -> None:
+    gate = asyncio.Event()
+
+    async def crash_after_gate() -> None:
+        await gate.wait()
+        raise RuntimeError("bug in b")
+
+    a = ScriptedProvider("a", [waits_for(gate)])
+    b = ScriptedProvider("b", [crash_after_gate])
+    router = router_for(a, b)
+    route = route_of(router, a, b, hedge_after_s=0.01)
+    asyncio.get_running_loop().call_later(0.05, gate.set)
+
+    with pytest.raises(RuntimeError, match="bug in b"):
+        await router.open_stream(route, chat_request(stream=True))
+
+    assert a.closed == 1
+
+
+@pytest.mark.anyio
+async def test_a_hedge_never_goes_to_an_open_circuit() -> None:
+    a, b = ScriptedProvider("a", [sleeps(0.1)]), ScriptedProvider("b", [sleeps(30)])
+    router = router_for(a, b)
+    router.breakers.get("b/m").failed()  # open for its cooldown
+    route = route_of(router, a, b, hedge_after_s=0.01)
+
+    served = await router.complete(route, chat_request())
+
+    assert served.deployment.provider is a
+    assert b.calls == 0
+
+
+@pytest.mark.anyio
+async def test_an_attempt_cut_by_the_deadline_does_not_count_against_its_deployment() -> None:
+    async def fail_after_sleep() -> None:
+        await asyncio.sleep(0.08)
+        raise ProviderError("a is down")
+
+    a = ScriptedProvider("a", [fail_after_sleep])
+    b = ScriptedProvider("b", [sleeps(5)])
+    router = router_for(a, b)
+    route = route_of(router, a, b, deadline_s=0.1)
+
+    with pytest.raises(ProviderError, match="a is down"):  # more telling than the deadline
+        await router.complete(route, chat_request())
+
+    assert b.calls == 1
+    assert router.breakers.get("b/m").consecutive == 0
+    assert router.breakers.get("a/m").consecutive == 1
+
+
+@pytest.mark.anyio
+async def test_a_loser_that_fails_to_close_still_frees_every_probe() -> None:
+    class BadClose(ScriptedProvider):
+        async def stream_chat_completions(
+            self, req: ChatCompletionRequest
+        ) -> AsyncGenerator[ChatCompletionChunk, None]:
+            try:
+                async for chunk in super().stream_chat_completions(req):
+                    yield chunk
+            finally:
+                raise ProviderError("reset while closing")
+
+    gate = asyncio.Event()
+    a, b = BadClose("a", [waits_for(gate)]), ScriptedProvider("b", [waits_for(gate)])
+    router = router_for(a, b)
+    route = route_of(router, a, b, hedge_after_s=0.01)
+    asyncio.get_running_loop().call_later(0.05, gate.set)
+
+    served = await router.open_stream(route, chat_request(stream=True))
+    with contextlib.suppress(ProviderError):  # when the winner is the one that fails to close
+        await served.value.aclose()
+
+    for key in ("a/m", "b/m"):
+        assert router.breakers.get(key).probing is False

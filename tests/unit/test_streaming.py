@@ -134,3 +134,56 @@ async def test_client_disconnect_closes_a_blocked_frame_generator_promptly() -> 
     assert receives == ["http.request", "http.disconnect"]
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert sent[1] == {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True}
+
+
+@pytest.mark.anyio
+async def test_a_slow_client_that_goes_away_ends_the_response_and_closes_the_frames() -> None:
+    closed = asyncio.Event()
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        try:
+            for _ in range(1000):  # far more than the read-ahead queue holds
+                yield b"data: x\n\n"
+        finally:
+            closed.set()
+
+    bodies = 0
+
+    async def stuck_after_first_write(message: Message) -> None:
+        nonlocal bodies
+        if message["type"] == "http.response.body":
+            bodies += 1
+            if bodies > 1:
+                await asyncio.Event().wait()  # the client stopped reading
+
+    async def leaves_soon() -> dict[str, Any]:
+        await asyncio.sleep(0.05)
+        return {"type": "http.disconnect"}
+
+    response = EventStreamResponse(frames(), headers={})
+    task = asyncio.ensure_future(response(SCOPE, leaves_soon, stuck_after_first_write))
+    done, _ = await asyncio.wait({task}, timeout=3)
+    task.cancel()
+
+    assert task in done  # ended by the disconnect, not still waiting
+    assert closed.is_set()
+
+
+@pytest.mark.anyio
+async def test_the_upstream_is_released_even_when_the_response_never_starts() -> None:
+    released: list[bool] = []
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"data: x\n\n"
+
+    async def release() -> None:
+        released.append(True)
+
+    async def client_gone(message: Message) -> None:
+        raise OSError("client gone")
+
+    response = EventStreamResponse(frames(), headers={}, close=release)
+    with pytest.raises(OSError, match="client gone"):
+        await response(SCOPE, never_disconnects, client_gone)
+
+    assert released == [True]

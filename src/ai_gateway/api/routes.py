@@ -92,6 +92,7 @@ async def stream_response(
         include_usage=body.wants_stream_usage,
         record=record,
         headers=served_headers(stream.deployment),
+        close=stream.value.aclose,
     )
 
 

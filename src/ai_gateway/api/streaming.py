@@ -8,8 +8,8 @@ machine that costs more than the gateway's own work for a frame.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing, suppress
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 
 import orjson
 import structlog
@@ -87,11 +87,13 @@ def event_stream(
     include_usage: bool,
     record: RequestRecord,
     headers: Mapping[str, str],
+    close: Callable[[], Awaitable[None]] | None = None,
 ) -> "EventStreamResponse":
     """The 200 event stream of a stream whose first chunk has arrived (routing/router.py waits
-    for it, so failures before it are plain HTTP errors)."""
+    for it, so failures before it are plain HTTP errors). `close` releases the upstream when
+    the response ends, however it ends."""
     frames = event_frames(first, rest, include_usage=include_usage, record=record)
-    return EventStreamResponse(frames, headers={**headers, **SSE_HEADERS})
+    return EventStreamResponse(frames, headers={**headers, **SSE_HEADERS}, close=close)
 
 
 async def wait_for_disconnect(receive: Receive) -> None:
@@ -103,13 +105,30 @@ async def wait_for_disconnect(receive: Receive) -> None:
 class EventStreamResponse(StreamingResponse):
     """Streams SSE frames; stops them, closing the upstream, as soon as the client disconnects."""
 
-    def __init__(self, frames: AsyncGenerator[bytes, None], *, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        frames: AsyncGenerator[bytes, None],
+        *,
+        headers: Mapping[str, str],
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(frames, headers=headers)
         self.frames = frames
+        self._close = close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-        await send(start)
+        try:
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await send(start)
+            await self._stream_until_disconnect(receive, send)
+        finally:
+            await self.frames.aclose()
+            if self._close is not None:
+                await self._close()
+
+    async def _stream_until_disconnect(self, receive: Receive, send: Send) -> None:
+        """Stream, and stop as soon as the client goes away; the sender's own failure (other
+        than being stopped) propagates, and so does a cancellation of this request."""
         streamer = asyncio.ensure_future(self._stream(send))
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         try:
@@ -117,10 +136,10 @@ class EventStreamResponse(StreamingResponse):
         finally:
             for task in (streamer, watcher):
                 task.cancel()
-            with suppress(asyncio.CancelledError):
-                await watcher
-            with suppress(asyncio.CancelledError):
-                await streamer
+            await asyncio.wait({streamer, watcher})
+        for task in (streamer, watcher):
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
 
     async def _stream(self, send: Send) -> None:
         """Send the first frame at once, then the rest, coalescing frames ready together."""
@@ -142,16 +161,14 @@ class EventStreamResponse(StreamingResponse):
                     await send(message)
             finally:
                 producer.cancel()
-                with suppress(asyncio.CancelledError):
-                    await producer
+                await asyncio.wait({producer})
 
     @staticmethod
     async def _produce(
         frames: AsyncGenerator[bytes, None], queue: "asyncio.Queue[bytes | None]"
     ) -> None:
-        """Read frames ahead of the sender, at most MAX_PENDING_FRAMES of them."""
-        try:
-            async for frame in frames:
-                await queue.put(frame)
-        finally:
-            await queue.put(None)  # also after a failure, so the sender stops
+        """Read frames ahead of the sender, at most MAX_PENDING_FRAMES of them, then the end
+        marker. Stopped (the sender is gone), it leaves without waiting for room in the queue."""
+        async for frame in frames:
+            await queue.put(frame)
+        await queue.put(None)

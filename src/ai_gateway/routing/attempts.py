@@ -21,6 +21,9 @@ from ai_gateway.routing.route import Deployment, Route
 
 log = structlog.get_logger(__name__)
 
+# No retry, fallback or hedge starts with less than this left before the deadline.
+MIN_ATTEMPT_S = 0.01
+
 
 def weighted_order(deployments: tuple[Deployment, ...], rng: random.Random) -> list[Deployment]:
     """A random order in which each next deployment is drawn in proportion to its weight."""
@@ -63,7 +66,8 @@ class Attempts:
     def next(self, busy: Collection[str] = ()) -> tuple[Deployment, float] | None:
         """The next deployment and when to start it; None when nothing is left to try."""
         now = self._clock()
-        if now >= self.deadline:
+        last_start = self.deadline - MIN_ATTEMPT_S
+        if self.count and now >= last_start:  # the first attempt always starts
             return None
         candidates = [
             (index, d)
@@ -71,7 +75,7 @@ class Attempts:
             if d.key not in self.excluded
             and d.key not in busy
             and self.tries[d.key] <= self.policy.retries
-            and self.ready_at[d.key] < self.deadline
+            and self.ready_at[d.key] < last_start
         ]
         if len(candidates) <= 1:  # nothing to choose between: breakers never refuse
             return (

@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from enum import Enum
 
 from ai_gateway.errors import (
+    DeadlineExceeded,
     GatewayError,
     InvalidRequest,
     ProviderError,
@@ -70,6 +71,8 @@ def marks_unhealthy(error: GatewayError) -> bool:
     A 429 is the upstream working as designed (Retry-After handles it), and a rejected parameter
     or a too-long prompt is about this request, not the deployment.
     """
+    if isinstance(error, DeadlineExceeded):
+        return False  # the route ran out of time; the deployment may be fine
     return isinstance(error, ProviderError | ProviderNotConfigured) or is_not_found(error)
 
 
@@ -80,11 +83,13 @@ def informativeness(error: GatewayError) -> int:
     an upstream failure only that it failed; an unconfigured provider least of all.
     """
     if isinstance(error, InvalidRequest):
-        return 4
+        return 5
     if isinstance(error, RateLimited):
-        return 3
+        return 4
+    if isinstance(error, DeadlineExceeded):
+        return 2  # says only that time ran out; an upstream's own failure says more
     if isinstance(error, ProviderError):
-        return 2
+        return 3
     return 1
 
 

@@ -12,14 +12,15 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
+from math import inf
 from typing import Generic, TypeVar
 
 import structlog
 
-from ai_gateway.errors import GatewayError, ModelNotFound, ProviderError
+from ai_gateway.errors import DeadlineExceeded, GatewayError, ModelNotFound, ProviderError
 from ai_gateway.providers.base import ChatProvider
 from ai_gateway.providers.registry import Registry
-from ai_gateway.routing.attempts import Attempts
+from ai_gateway.routing.attempts import MIN_ATTEMPT_S, Attempts
 from ai_gateway.routing.breaker import BreakerBoard
 from ai_gateway.routing.outcome import Outcome, marks_unhealthy
 from ai_gateway.routing.route import Deployment, Policy, Route, Timeouts
@@ -69,11 +70,14 @@ class Attempt(Generic[T]):
     task: "asyncio.Task[T]"
 
 
-def timed_out(deployment: Deployment, what: str, seconds: float) -> ProviderError:
-    """An attempt over one of its limits."""
-    return ProviderError(
-        f"{deployment.key} gave no {what} within {round(seconds, 2):g} s", code="upstream_timeout"
-    )
+def timed_out(
+    deployment: Deployment, what: str, seconds: float, *, remaining_s: float
+) -> ProviderError:
+    """An attempt over its limit: the deployment's own, or what was left of the deadline."""
+    message = f"{deployment.key} gave no {what} within {round(seconds, 2):g} s"
+    if seconds >= remaining_s:
+        return DeadlineExceeded(f"{message}, the time left before the request's deadline")
+    return ProviderError(message, code="upstream_timeout")
 
 
 def limit_s(remaining_s: float, *limits: float | None) -> float:
@@ -90,7 +94,7 @@ async def within_total(chunks: Chunks, deployment: Deployment, deadline: float) 
                     chunk = await anext(chunks, None)
             except TimeoutError:
                 total = deployment.timeouts.total_s or 0.0
-                raise timed_out(deployment, "complete answer", total) from None
+                raise timed_out(deployment, "complete answer", total, remaining_s=inf) from None
             if chunk is None:
                 return
             yield chunk
@@ -164,7 +168,7 @@ class Router:
                         for_deployment(req, deployment)
                     )
             except TimeoutError:
-                raise timed_out(deployment, "answer", limit) from None
+                raise timed_out(deployment, "answer", limit, remaining_s=remaining_s) from None
 
         return await self._serve(route, attempt, discard=None)
 
@@ -181,7 +185,7 @@ class Router:
                     first = await anext(chunks, None)
             except TimeoutError:
                 await chunks.aclose()
-                raise timed_out(deployment, "first byte", limit) from None
+                raise timed_out(deployment, "first byte", limit, remaining_s=remaining_s) from None
             except BaseException:
                 await chunks.aclose()
                 raise
@@ -253,7 +257,7 @@ class Router:
                     [a.task for a in running], timeout=wait, return_when="FIRST_COMPLETED"
                 )
                 if not done:
-                    if hedge is not None:
+                    if hedge is not None and self._may_hedge(plan, running, hedge):
                         log.info("hedge_started", slow=running[0].deployment.key, hedge=hedge.key)
                         running.append(self._start(plan, hedge, attempt))
                     continue
@@ -293,19 +297,36 @@ class Router:
         if hedge_after is None or len(running) != 1:
             return None, None
         upcoming = plan.next(busy={a.deployment.key for a in running})
-        if upcoming is None:
-            return None, None
+        if upcoming is None or not self.breakers.get(upcoming[0].key).allows():
+            return None, None  # never hedge onto an open circuit
         deployment, start_at = upcoming
-        wait = max(running[0].started + hedge_after, start_at) - self._clock()
-        return max(wait, 0.0), deployment
+        hedge_at = max(running[0].started + hedge_after, start_at)
+        if hedge_at >= plan.deadline - MIN_ATTEMPT_S:
+            return None, None
+        return max(hedge_at - self._clock(), 0.0), deployment
+
+    def _may_hedge(self, plan: Attempts, running: list[Attempt[T]], hedge: Deployment) -> bool:
+        """Whether the planned hedge may still start now (the plan may have moved on)."""
+        upcoming = plan.next(busy={a.deployment.key for a in running})
+        return (
+            upcoming is not None
+            and upcoming[0] is hedge
+            and upcoming[1] <= self._clock()
+            and self.breakers.get(hedge.key).allows()
+        )
 
     def _settle(
         self, plan: Attempts, done: set["asyncio.Task[T]"], running: list[Attempt[T]]
     ) -> tuple[Served[T] | None, GatewayError | None]:
         """Note every finished attempt; the winner (the first success), and a stop error."""
+        finished_now = [a for a in running if a.task in done]
+        for finished in finished_now:
+            error = finished.task.exception()
+            if error is not None and not isinstance(error, GatewayError):
+                raise error  # a bug, not an upstream failure: _cancel releases every attempt
         served: Served[T] | None = None
         stopped: GatewayError | None = None
-        for finished in [a for a in running if a.task in done]:
+        for finished in finished_now:
             error = finished.task.exception()
             if error is None and served is None:
                 running.remove(finished)
@@ -315,8 +336,6 @@ class Router:
                 running.remove(finished)
                 if self._finish(plan, finished.deployment, finished.probe, error) is Outcome.STOP:
                     stopped = stopped or error
-            elif error is not None:
-                raise error  # a bug, not an upstream failure: _cancel releases the rest
         return served, stopped
 
     def _finish(
@@ -368,7 +387,7 @@ class Router:
             await asyncio.shield(cleanup)
         except BaseException:
             if winner is not None and discard is not None:
-                self._keep(discard(winner.value))
+                self._keep(self._release(discard, winner.value))
             raise
 
     async def _drain(
@@ -380,19 +399,33 @@ class Router:
         if attempts:
             await asyncio.wait([a.task for a in attempts])
         for attempt in attempts:
-            breaker = self.breakers.get(attempt.deployment.key)
-            breaker.released(probe=attempt.probe)
+            self.breakers.get(attempt.deployment.key).released(probe=attempt.probe)
+        for attempt in attempts:
             if attempt.task.cancelled():
                 log.info("attempt_cancelled", deployment=attempt.deployment.key)
             elif attempt.task.exception() is None and discard is not None:
-                await discard(attempt.task.result())
+                await self._release(discard, attempt.task.result())
+
+    @staticmethod
+    async def _release(discard: Callable[[T], Awaitable[None]], value: T) -> None:
+        """Close what a losing attempt opened; a failure to close is logged, not raised."""
+        try:
+            await discard(value)
+        except Exception:
+            log.exception("attempt_release_failed")
 
     def _keep(self, work: Awaitable[None]) -> "asyncio.Future[None]":
         """Run `work` as a task the router holds until it ends (tasks are otherwise weakly held)."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._forget)
         return task
+
+    def _forget(self, task: "asyncio.Future[None]") -> None:
+        """Drop a finished background task, logging (so retrieving) any failure."""
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("background_cleanup_failed", error=type(error).__name__)
 
 
 def for_deployment(req: ChatCompletionRequest, deployment: Deployment) -> ChatCompletionRequest:
