@@ -188,6 +188,8 @@ class ChatCompletionRequest(RequestModel):
         self, model: str, overrides: Mapping[str, Any] | None = None
     ) -> "ChatCompletionRequest":
         """This request for another model id, with parameter overrides on top of the caller's."""
+        if model == self.model and not overrides:
+            return self
         request = self.model_copy(update={"model": model})
         if overrides:
             body = self._body if self._body is not None else self.model_dump(exclude_unset=True)
