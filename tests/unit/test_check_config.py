@@ -203,3 +203,14 @@ def test_workers_refuse_a_bad_file_before_starting(
         main(["serve", "--workers", "2", "--config", str(bad)])
 
     assert exited.value.code == 2
+
+
+@pytest.mark.parametrize("where", ["params: {seed: reject}", "models: {m: {params: {seed: drop}}}"])
+def test_a_deployment_cannot_set_a_parameter_its_provider_refuses(where: str) -> None:
+    text = (
+        f"providers:\n  lab:\n    base_url: http://127.0.0.1:9/v1\n    {where}\n"
+        "aliases:\n  a:\n    deployments:\n      - {model: lab/m, params: {seed: 7}}\n"
+    )
+
+    with pytest.raises(ConfigurationError, match=r"deployments\[0\]\.params\.seed: providers\.lab"):
+        create_app(make_settings(cerebras_mock="true"), config=parse_config(text))

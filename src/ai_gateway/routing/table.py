@@ -5,7 +5,7 @@ from types import MappingProxyType
 
 from ai_gateway.config import constants
 from ai_gateway.config.loader import ConfigurationError
-from ai_gateway.config.routing import AliasConfig, GatewayConfig
+from ai_gateway.config.routing import AliasConfig, DeploymentConfig, GatewayConfig
 from ai_gateway.errors import GatewayError
 from ai_gateway.providers.base import ChatProvider
 from ai_gateway.providers.registry import Registry
@@ -40,6 +40,22 @@ def check_timeouts(where: str, timeouts: Timeouts, request_timeout_s: float) -> 
             )
 
 
+def check_overrides(where: str, config: GatewayConfig, deployment: DeploymentConfig) -> None:
+    """A deployment cannot set a parameter its provider's policy removes or refuses."""
+    provider_name, _, model = deployment.model.partition("/")
+    own = config.providers.get(provider_name)
+    if own is None or not deployment.params:
+        return
+    per_model = own.models.get(model)
+    actions = {**own.params, **(per_model.params if per_model else {})}
+    for name in deployment.params:
+        if actions.get(name, "pass") != "pass":
+            raise ConfigurationError(
+                f"{where}.params.{name}: providers.{provider_name} would {actions[name]} it; "
+                "a deployment's own parameters must be ones its provider passes"
+            )
+
+
 def alias_route(
     name: str,
     alias: AliasConfig,
@@ -52,6 +68,7 @@ def alias_route(
     for index, own in enumerate(alias.deployments):
         where = f"aliases.{name}.deployments[{index}]"
         provider, model = provider_of(registry, where, own.model)
+        check_overrides(where, config, own)
         timeouts = Timeouts.merged(own.timeouts, config.routing.timeouts)
         check_timeouts(where, timeouts, request_timeout_s)
         if timeouts.connect_s is not None:
