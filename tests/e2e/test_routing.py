@@ -226,16 +226,7 @@ def test_when_every_deployment_fails_the_caller_gets_the_most_informative_error(
     }
 
 
-BREAKER = """
-aliases:
-  smart:
-    deployments:
-      - model: alpha/a-model
-      - model: beta/b-model
-routing:
-  retries: 0
-  breaker: {consecutive_failures: 2, cooldown_s: 0.5}
-"""
+BREAKER = SMART + "  breaker: {consecutive_failures: 2, cooldown_s: 0.5}\n"
 
 
 def test_a_breaker_opens_skips_its_deployment_then_half_opens_and_closes(

@@ -77,18 +77,19 @@ class Attempts:
             and self.tries[d.key] <= self.policy.retries
             and self.ready_at[d.key] < last_start
         ]
-        if len(candidates) <= 1:  # nothing to choose between: breakers never refuse
-            return (
-                (candidates[0][1], max(self.ready_at[candidates[0][1].key], now))
-                if candidates
-                else None
-            )
+        if not candidates:
+            return None
+        # with one candidate there is nothing to choose: breakers never refuse
+        chosen = candidates[0][1] if len(candidates) == 1 else self._choose(candidates, now)
+        return chosen, max(self.ready_at[chosen.key], now)
+
+    def _choose(self, candidates: list[tuple[int, Deployment]], now: float) -> Deployment:
+        """Among several: the soonest ready whose breaker allows it; if none does, the least
+        recently failed."""
         allowed = [item for item in candidates if self._breakers.get(item[1].key).allows()]
         if allowed:
-            _, chosen = min(allowed, key=lambda item: self._rank(item[0], item[1], now))
-        else:  # every one left is open: the least recently failed first
-            _, chosen = min(candidates, key=lambda item: self._last_failure(item[1]))
-        return chosen, max(self.ready_at[chosen.key], now)
+            return min(allowed, key=lambda item: self._rank(item[0], item[1], now))[1]
+        return min(candidates, key=lambda item: self._last_failure(item[1]))[1]
 
     def _rank(self, index: int, deployment: Deployment, now: float) -> tuple[float, int, int]:
         ready = max(self.ready_at[deployment.key], now)

@@ -226,13 +226,13 @@ class Router:
             try:
                 value = await attempt(deployment, plan.remaining_s())
             except GatewayError as error:
-                if self._finish(plan, deployment, probe, error) is Outcome.STOP:
+                if self._failed(plan, deployment, probe, error) is Outcome.STOP:
                     raise
                 continue
             except BaseException:
-                self._finish(plan, deployment, probe, None, ended=False)
+                self.breakers.get(deployment.key).released(probe=probe)
                 raise
-            self._finish(plan, deployment, probe, None)
+            self.breakers.get(deployment.key).succeeded(probe=probe)
             return Served(value, deployment, plan.count)
 
     async def _serve_hedged(
@@ -330,36 +330,24 @@ class Router:
             error = finished.task.exception()
             if error is None and served is None:
                 running.remove(finished)
-                self._finish(plan, finished.deployment, finished.probe, None)
+                self.breakers.get(finished.deployment.key).succeeded(probe=finished.probe)
                 served = Served(finished.task.result(), finished.deployment, plan.count)
             elif isinstance(error, GatewayError):
                 running.remove(finished)
-                if self._finish(plan, finished.deployment, finished.probe, error) is Outcome.STOP:
+                if self._failed(plan, finished.deployment, finished.probe, error) is Outcome.STOP:
                     stopped = stopped or error
         return served, stopped
 
-    def _finish(
-        self,
-        plan: Attempts,
-        deployment: Deployment,
-        probe: bool,
-        error: GatewayError | None,
-        *,
-        ended: bool = True,
-    ) -> Outcome | None:
-        """Note an attempt's end on the plan and the deployment's breaker.
+    def _failed(
+        self, plan: Attempts, deployment: Deployment, probe: bool, error: GatewayError
+    ) -> Outcome:
+        """Note a failed attempt on the plan and the deployment's breaker.
 
-        Success, or the caller's own error (the upstream answered), counts as healthy; failures
-        that say the deployment is unwell count against it; anything else (a 429, a parameter
-        refused, a cancelled attempt: `ended=False`) only frees the probe.
+        Failures that say the deployment is unwell count against it; the caller's own error
+        counts as healthy (the upstream answered); anything else (a 429, a parameter refused)
+        only frees the probe.
         """
         breaker = self.breakers.get(deployment.key)
-        if error is None:
-            if ended:
-                breaker.succeeded(probe=probe)
-            else:
-                breaker.released(probe=probe)
-            return None
         outcome = plan.failed(deployment, error)
         if marks_unhealthy(error):
             breaker.failed(probe=probe)

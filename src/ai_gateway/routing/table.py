@@ -8,7 +8,7 @@ from ai_gateway.config.loader import ConfigurationError
 from ai_gateway.config.routing import AliasConfig, DeploymentConfig, GatewayConfig
 from ai_gateway.errors import GatewayError
 from ai_gateway.providers.base import ChatProvider
-from ai_gateway.providers.registry import Registry
+from ai_gateway.providers.registry import Registry, param_policy
 from ai_gateway.providers.unconfigured import UnconfiguredProvider
 from ai_gateway.routing.breaker import BreakerBoard
 from ai_gateway.routing.route import Deployment, Policy, Route, Timeouts
@@ -46,8 +46,7 @@ def check_overrides(where: str, config: GatewayConfig, deployment: DeploymentCon
     own = config.providers.get(provider_name)
     if own is None or not deployment.params:
         return
-    per_model = own.models.get(model)
-    actions = {**own.params, **(per_model.params if per_model else {})}
+    actions = param_policy(provider_name, own).actions(model)
     for name in deployment.params:
         if actions.get(name, "pass") != "pass":
             raise ConfigurationError(
