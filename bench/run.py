@@ -280,7 +280,7 @@ def server_timing(target: Target, count: int) -> dict[str, float] | None:
 def transport_setting_known() -> bool | None:
     """Whether the gateway's settings read CEREBRAS_CLIENT (else every row runs the SDK)."""
     code = (
-        "from ai_gateway.config.config import Settings\n"
+        "from ai_gateway.config.settings import Settings\n"
         "print('cerebras_client' in Settings.model_fields)"
     )
     done = subprocess.run(

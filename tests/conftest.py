@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from ai_gateway.app import create_app
-from ai_gateway.config.config import VENDOR_NAMES, Settings
-from ai_gateway.config.routing import GatewayConfig, RoutingConfig
+from ai_gateway.config.file import GatewayConfig, RoutingConfig
+from ai_gateway.config.settings import VENDOR_NAMES, Settings
 from ai_gateway.providers.registry import Registry
 from tests.fake_upstream import FakeUpstream
 from tests.fakes import GATEWAY_KEY, FakeProvider

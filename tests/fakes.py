@@ -4,7 +4,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ai_gateway.providers.responses import ChunkNormalizer, to_completion
+from ai_gateway.providers.normalizer import ChunkNormalizer, to_completion
 from ai_gateway.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,

@@ -11,14 +11,15 @@ from ai_gateway.api import routes
 from ai_gateway.api.handlers import install_error_handlers
 from ai_gateway.api.hot_path import HotPath
 from ai_gateway.api.middleware import RequestContext
-from ai_gateway.config.config import Settings, process_environment
-from ai_gateway.config.loader import ConfigurationError, load_config
-from ai_gateway.config.routing import GatewayConfig
+from ai_gateway.config.file import GatewayConfig
+from ai_gateway.config.loader import load_config
+from ai_gateway.config.settings import Settings, process_environment
+from ai_gateway.errors import ConfigurationError
 from ai_gateway.keys import KeyStore
 from ai_gateway.providers.registry import Registry, build_registry
 from ai_gateway.routing.table import build_router
 
-__all__ = ["ConfigurationError", "create_app"]
+__all__ = ["create_app"]
 
 
 def create_app(

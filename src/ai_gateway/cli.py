@@ -15,8 +15,9 @@ from starlette.types import ASGIApp
 from ai_gateway import __version__
 from ai_gateway.app import create_app
 from ai_gateway.config import constants
-from ai_gateway.config.config import Settings, process_environment
-from ai_gateway.config.loader import ConfigurationError, load_config
+from ai_gateway.config.loader import load_config
+from ai_gateway.config.settings import Settings, process_environment
+from ai_gateway.errors import ConfigurationError
 from ai_gateway.logs import configure_logging
 from ai_gateway.providers.registry import build_registry
 from ai_gateway.routing.router import Router

@@ -99,11 +99,29 @@ class ProviderError(GatewayError):
     code = "upstream_error"
 
 
-class DeadlineExceeded(ProviderError):
-    """The request's routing deadline ran out during an attempt: the route's time, not the
-    deployment's fault."""
+class UpstreamTimeout(ProviderError):
+    """The upstream gave no answer in time: a transport timeout, an HTTP 408, or a deployment's
+    own limit."""
 
     code = "upstream_timeout"
+
+
+class DeadlineExceeded(UpstreamTimeout):
+    """The request's deadline ran out during an attempt: the route's time, not the
+    deployment's fault."""
+
+
+class UpstreamAuthError(ProviderError):
+    """The upstream refused the gateway's own credentials (401, 402, 403): not the caller's
+    fault, and another deployment may accept its own key."""
+
+    code = "upstream_auth_error"
+
+
+class ParameterRejected(InvalidRequest):
+    """The deployment's policy refuses a parameter the caller sent (400)."""
+
+    code = "unsupported_parameter"
 
 
 class ProviderNotConfigured(GatewayError):
@@ -120,3 +138,10 @@ class InternalError(GatewayError):
     status = 500
     error_type = "api_error"
     code = "internal_error"
+
+
+class ConfigurationError(GatewayError):
+    """The settings or the config file cannot start a gateway; the message says what to change.
+    Raised at start-up only, never rendered as a response."""
+
+    code = "configuration_error"

@@ -240,7 +240,7 @@ class ChatCompletionResponse:
 
     A plain value, like ChatCompletionChunk below: validating the upstream's reply into a model
     and dumping it back cost about a tenth of the gateway's CPU per request.
-    `providers/responses.py` checks the shape instead.
+    `providers/normalizer.py` checks the shape instead.
     """
 
     data: dict[str, Any]

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from ai_gateway.config.config import Settings
+from ai_gateway.config.settings import Settings
 from ai_gateway.errors import ProviderError, RateLimited
 from ai_gateway.providers.registry import Registry
 from tests.conftest import make_settings, serve_app

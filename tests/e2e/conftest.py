@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from ai_gateway.app import create_app
-from ai_gateway.config.config import Settings
+from ai_gateway.config.settings import Settings
 from tests.conftest import ONE_ATTEMPT, make_settings
 from tests.e2e.server import GatewayServer
 from tests.fake_upstream import FakeUpstream

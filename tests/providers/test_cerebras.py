@@ -10,7 +10,7 @@ import pytest
 from openai.types.chat import ChatCompletion as OpenAIChatCompletion
 from openai.types.chat import ChatCompletionChunk as OpenAIChatCompletionChunk
 
-from ai_gateway.errors import GatewayError, ProviderError, RateLimited
+from ai_gateway.errors import GatewayError, ProviderError, RateLimited, UpstreamTimeout
 from ai_gateway.providers.cerebras import CerebrasProvider
 from ai_gateway.providers.cerebras_client import CerebrasAPI
 from ai_gateway.providers.registry import Registry
@@ -564,7 +564,7 @@ async def test_stream_that_ends_before_a_finish_reason_is_a_502_after_its_chunks
 
 @pytest.mark.anyio
 async def test_client_errors_propagate_unchanged() -> None:
-    error = ProviderError("cerebras timed out", code="upstream_timeout")
+    error = UpstreamTimeout("cerebras timed out")
     provider = CerebrasProvider(as_api(RecordingClient(error=error)))
 
     with pytest.raises(ProviderError) as info:

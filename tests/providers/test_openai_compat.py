@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ai_gateway.config.config import VENDOR_NAMES
+from ai_gateway.config.settings import VENDOR_NAMES
 from ai_gateway.providers.openai_compat import OpenAICompatProvider
 from ai_gateway.providers.registry import build_registry, param_policy
 from ai_gateway.providers.specs import SPECS, OpenAICompatSpec

@@ -6,15 +6,16 @@ from typing import Any
 
 import pytest
 
-from ai_gateway.config.routing import BreakerConfig
+from ai_gateway.config.file import BreakerConfig
 from ai_gateway.errors import (
     GatewayError,
     InvalidRequest,
+    ParameterRejected,
     ProviderError,
     ProviderNotConfigured,
     RateLimited,
+    UpstreamAuthError,
 )
-from ai_gateway.providers.params import ParameterRejected
 from ai_gateway.routing.attempts import MIN_ATTEMPT_S, Attempts, weighted_order
 from ai_gateway.routing.breaker import BreakerBoard, State
 from ai_gateway.routing.outcome import Outcome
@@ -252,7 +253,7 @@ def test_a_zero_retry_after_falls_back_to_the_backoff() -> None:
     "error",
     [
         ProviderNotConfigured("no key"),
-        ProviderError("key rejected", code="upstream_auth_error"),
+        UpstreamAuthError("key rejected"),
         ParameterRejected("no seed", param="seed"),
     ],
 )

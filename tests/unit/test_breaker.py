@@ -7,7 +7,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from ai_gateway.config.routing import BreakerConfig
+from ai_gateway.config.file import BreakerConfig
 from ai_gateway.routing import breaker as breaker_module
 from ai_gateway.routing.breaker import Breaker, BreakerBoard, State
 

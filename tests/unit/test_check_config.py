@@ -9,7 +9,8 @@ import uvicorn
 from ai_gateway import cli
 from ai_gateway.app import create_app
 from ai_gateway.cli import main
-from ai_gateway.config.loader import ConfigurationError, parse_config
+from ai_gateway.config.loader import parse_config
+from ai_gateway.errors import ConfigurationError
 from tests.conftest import make_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"

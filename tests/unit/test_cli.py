@@ -7,8 +7,9 @@ import uvicorn
 from pydantic import SecretStr
 
 from ai_gateway import cli
-from ai_gateway.app import ConfigurationError, create_app
+from ai_gateway.app import create_app
 from ai_gateway.cli import main, parse_args, with_gateway_keys
+from ai_gateway.errors import ConfigurationError
 from tests.conftest import make_settings
 
 

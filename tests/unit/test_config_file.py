@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_gateway.config.loader import ConfigurationError, load_config, location, parse_config
-from ai_gateway.config.routing import (
+from ai_gateway.config.file import (
     AliasConfig,
     BackoffConfig,
     BreakerConfig,
@@ -16,6 +15,8 @@ from ai_gateway.config.routing import (
     RoutingConfig,
     TimeoutsConfig,
 )
+from ai_gateway.config.loader import load_config, location, parse_config
+from ai_gateway.errors import ConfigurationError
 
 COMPLETE = """\
 providers:

@@ -11,12 +11,14 @@ from ai_gateway.errors import (
     InternalError,
     InvalidRequest,
     ModelNotFound,
+    ParameterRejected,
     ProviderError,
     ProviderNotConfigured,
     RateLimited,
     RequestTooLarge,
+    UpstreamAuthError,
+    UpstreamTimeout,
 )
-from ai_gateway.providers.params import ParameterRejected
 from ai_gateway.routing.outcome import (
     Outcome,
     classify,
@@ -47,7 +49,7 @@ def outcome(error: GatewayError, *, context: bool = False) -> Outcome:
     [
         RateLimited("slow down"),
         RateLimited("slow down", headers={"retry-after": "2"}),
-        ProviderError("upstream timed out", code="upstream_timeout", status=504),
+        UpstreamTimeout("upstream timed out", status=504),
         ProviderError("upstream answered 500", status=502),
         ProviderError("upstream answered 503", status=503),
         ProviderError("connection refused"),
@@ -63,7 +65,7 @@ def test_rate_limits_and_upstream_failures_are_retried(error: GatewayError) -> N
 
 
 def test_an_upstream_auth_error_falls_back() -> None:
-    error = ProviderError("upstream rejected the key", code="upstream_auth_error", status=502)
+    error = UpstreamAuthError("upstream rejected the key", status=502)
 
     assert outcome(error) is Outcome.FALL_BACK
 
@@ -145,7 +147,7 @@ def test_only_invalid_requests_are_context_length() -> None:
     "error",
     [
         ProviderError("down"),
-        ProviderError("key rejected", code="upstream_auth_error"),
+        UpstreamAuthError("key rejected"),
         ProviderNotConfigured("no key"),
     ],
 )

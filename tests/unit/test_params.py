@@ -4,9 +4,9 @@ from types import MappingProxyType
 
 import pytest
 
-from ai_gateway.config.routing import ModelPolicyConfig, ProviderConfig
-from ai_gateway.errors import InvalidRequest
-from ai_gateway.providers.params import Action, ParameterRejected, ParamPolicy
+from ai_gateway.config.file import ModelPolicyConfig, ProviderConfig
+from ai_gateway.errors import InvalidRequest, ParameterRejected
+from ai_gateway.providers.params import Action, ParamPolicy
 from ai_gateway.providers.registry import param_policy
 from ai_gateway.providers.specs import SPECS
 

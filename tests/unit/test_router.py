@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ai_gateway.config.routing import BreakerConfig
+from ai_gateway.config.file import BreakerConfig
 from ai_gateway.errors import InvalidRequest, ModelNotFound, ProviderError
 from ai_gateway.providers.registry import Registry
 from ai_gateway.routing.breaker import BreakerBoard, State

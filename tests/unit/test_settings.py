@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ai_gateway.config.config import Environment, MockMode, Settings
+from ai_gateway.config.settings import Environment, MockMode, Settings
 from ai_gateway.errors import ProviderNotConfigured
 from ai_gateway.providers.registry import build_registry
 from tests.fakes import chat_request

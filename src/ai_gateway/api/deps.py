@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ai_gateway.api.auth import auth_bearer
-from ai_gateway.config.config import Settings
+from ai_gateway.config.settings import Settings
 from ai_gateway.routing.router import Router
 
 

@@ -6,11 +6,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ai_gateway.config.routing import GatewayConfig
-
-
-class ConfigurationError(RuntimeError):
-    """The settings or the config file cannot start a gateway; the message says what to change."""
+from ai_gateway.config.file import GatewayConfig
+from ai_gateway.errors import ConfigurationError
 
 
 def location(parts: tuple[int | str, ...]) -> str:

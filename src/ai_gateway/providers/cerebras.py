@@ -4,9 +4,9 @@ import time
 from collections.abc import Callable
 
 from ai_gateway.config import constants
-from ai_gateway.providers.base import UpstreamAPI
 from ai_gateway.providers.openai_compat import OpenAICompatProvider
 from ai_gateway.providers.params import ParamPolicy
+from ai_gateway.providers.protocol import UpstreamAPI
 
 
 class CerebrasProvider(OpenAICompatProvider):

@@ -21,8 +21,9 @@ from cerebras.cloud.sdk import AsyncCerebras
 from cerebras.cloud.sdk.resources.chat.completions import AsyncCompletionsResource
 
 from ai_gateway.config import constants
-from ai_gateway.errors import ProviderError
-from ai_gateway.providers.base import UpstreamAPI, from_upstream_status, malformed
+from ai_gateway.errors import ProviderError, UpstreamTimeout
+from ai_gateway.providers.protocol import UpstreamAPI
+from ai_gateway.providers.upstream_errors import from_upstream_status, malformed
 
 PROVIDER = constants.CEREBRAS
 # Keyword arguments of `create()` that are not body fields: a caller's body field with one of
@@ -85,7 +86,7 @@ def cerebras_errors(secrets: tuple[str, ...]) -> Iterator[None]:
     try:
         yield
     except (sdk.APITimeoutError, httpx.TimeoutException, TimeoutError) as exc:
-        raise ProviderError(f"{PROVIDER} timed out", code="upstream_timeout") from exc
+        raise UpstreamTimeout(f"{PROVIDER} timed out") from exc
     except (sdk.APIConnectionError, httpx.TransportError) as exc:
         raise ProviderError(f"{PROVIDER} unreachable or the connection dropped") from exc
     except sdk.APIStatusError as exc:

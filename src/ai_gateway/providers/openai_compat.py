@@ -1,7 +1,7 @@
 """OpenAICompatProvider: OpenAI requests and replies <-> any upstream that speaks the OpenAI wire.
 
 The adapter adapts outgoing parameters (its ParamPolicy: pass, drop or reject), maps replies to the
-exact OpenAI shapes (providers/responses.py) and caches the model list. Its client is an
+exact OpenAI shapes (providers/normalizer.py) and caches the model list. Its client is an
 UpstreamAPI: the shared native wire for every vendor, or for Cerebras also its SDK or the mock.
 """
 
@@ -13,9 +13,10 @@ from contextlib import aclosing
 from typing import Any
 
 from ai_gateway.config import constants
-from ai_gateway.providers.base import UpstreamAPI, malformed
+from ai_gateway.providers.normalizer import ChunkNormalizer, to_completion
 from ai_gateway.providers.params import ParamPolicy
-from ai_gateway.providers.responses import ChunkNormalizer, to_completion
+from ai_gateway.providers.protocol import UpstreamAPI
+from ai_gateway.providers.upstream_errors import malformed
 from ai_gateway.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,

@@ -10,16 +10,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from ai_gateway.errors import InvalidRequest
+from ai_gateway.errors import ParameterRejected
 
 Action = Literal["pass", "drop", "reject"]
 NO_ACTIONS: Mapping[str, Action] = MappingProxyType({})
-
-
-class ParameterRejected(InvalidRequest):
-    """The deployment's policy refuses a parameter the caller sent (400)."""
-
-    code = "unsupported_parameter"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,16 +8,15 @@ import structlog
 from pydantic import SecretStr
 
 from ai_gateway.config import constants
-from ai_gateway.config.config import Settings
-from ai_gateway.config.loader import ConfigurationError
-from ai_gateway.config.routing import GatewayConfig, ProviderConfig
-from ai_gateway.errors import ModelNotFound, NotFound
-from ai_gateway.providers.base import ChatProvider
+from ai_gateway.config.file import GatewayConfig, ProviderConfig
+from ai_gateway.config.settings import Settings
+from ai_gateway.errors import ConfigurationError, ModelNotFound, NotFound
 from ai_gateway.providers.cerebras import CerebrasProvider
 from ai_gateway.providers.cerebras_client import CerebrasAPI, CerebrasClient
 from ai_gateway.providers.cerebras_mock import MockCerebrasClient
 from ai_gateway.providers.openai_compat import OpenAICompatProvider
 from ai_gateway.providers.params import Action, ParamPolicy
+from ai_gateway.providers.protocol import ChatProvider
 from ai_gateway.providers.specs import SPECS, OpenAICompatSpec
 from ai_gateway.providers.unconfigured import UnconfiguredProvider
 from ai_gateway.providers.wire import OpenAIWire, WireClient

@@ -16,8 +16,8 @@ import orjson
 
 from ai_gateway import __version__
 from ai_gateway.config import constants
-from ai_gateway.errors import ProviderError
-from ai_gateway.providers.base import from_upstream_status, malformed
+from ai_gateway.errors import ProviderError, UpstreamTimeout
+from ai_gateway.providers.upstream_errors import from_upstream_status, malformed
 
 USER_AGENT = f"ai_gateway/{__version__}"
 DONE = b"[DONE]"
@@ -67,7 +67,7 @@ def wire_errors(provider: str) -> Iterator[None]:
     try:
         yield
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise ProviderError(f"{provider} timed out", code="upstream_timeout") from exc
+        raise UpstreamTimeout(f"{provider} timed out") from exc
     except (aiohttp.ClientError, ConnectionError) as exc:
         raise ProviderError(f"{provider} unreachable or the connection dropped") from exc
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from ai_gateway.config.routing import BreakerConfig
+from ai_gateway.config.file import BreakerConfig
 
 log = structlog.get_logger(__name__)
 

@@ -21,11 +21,12 @@ from ai_gateway.errors import (
     DeadlineExceeded,
     GatewayError,
     InvalidRequest,
+    ParameterRejected,
     ProviderError,
     ProviderNotConfigured,
     RateLimited,
+    UpstreamAuthError,
 )
-from ai_gateway.providers.params import ParameterRejected
 
 CONTEXT_LENGTH = re.compile(
     r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long", re.I
@@ -54,7 +55,7 @@ def is_not_found(error: GatewayError) -> bool:
 
 def classify(error: GatewayError, *, fallback_on_context_length: bool) -> Outcome:
     """The outcome of one failed attempt."""
-    if isinstance(error, ProviderError) and error.code == "upstream_auth_error":
+    if isinstance(error, UpstreamAuthError):
         return Outcome.FALL_BACK
     if isinstance(error, RateLimited | ProviderError):
         return Outcome.RETRY

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ai_gateway.config.routing import RoutingConfig, TimeoutsConfig
-from ai_gateway.providers.base import ChatProvider
+from ai_gateway.config.file import RoutingConfig, TimeoutsConfig
+from ai_gateway.providers.protocol import ChatProvider
 
 NO_TIMEOUTS = TimeoutsConfig()
 

@@ -17,8 +17,14 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from ai_gateway.errors import DeadlineExceeded, GatewayError, ModelNotFound, ProviderError
-from ai_gateway.providers.base import ChatProvider
+from ai_gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    ModelNotFound,
+    ProviderError,
+    UpstreamTimeout,
+)
+from ai_gateway.providers.protocol import ChatProvider
 from ai_gateway.providers.registry import Registry
 from ai_gateway.routing.attempts import MIN_ATTEMPT_S, Attempts
 from ai_gateway.routing.breaker import BreakerBoard
@@ -77,7 +83,7 @@ def timed_out(
     message = f"{deployment.key} gave no {what} within {round(seconds, 2):g} s"
     if seconds >= remaining_s:
         return DeadlineExceeded(f"{message}, the time left before the request's deadline")
-    return ProviderError(message, code="upstream_timeout")
+    return UpstreamTimeout(message)
 
 
 def limit_s(remaining_s: float, *limits: float | None) -> float:

@@ -4,10 +4,9 @@ Router built from them, and the table as `ai-gateway check-config` prints it."""
 from types import MappingProxyType
 
 from ai_gateway.config import constants
-from ai_gateway.config.loader import ConfigurationError
-from ai_gateway.config.routing import AliasConfig, DeploymentConfig, GatewayConfig
-from ai_gateway.errors import GatewayError
-from ai_gateway.providers.base import ChatProvider
+from ai_gateway.config.file import AliasConfig, DeploymentConfig, GatewayConfig
+from ai_gateway.errors import ConfigurationError, GatewayError
+from ai_gateway.providers.protocol import ChatProvider
 from ai_gateway.providers.registry import Registry, param_policy
 from ai_gateway.providers.unconfigured import UnconfiguredProvider
 from ai_gateway.routing.breaker import BreakerBoard

@@ -1,4 +1,4 @@
-"""Pure mapping: upstream replies -> OpenAI shapes (responses.py), upstream errors (base.py)."""
+"""Pure mapping: upstream replies -> OpenAI shapes, upstream errors -> GatewayError."""
 
 import time
 from typing import Any
@@ -6,8 +6,23 @@ from typing import Any
 import httpx
 import pytest
 
-from ai_gateway.errors import GatewayError, InvalidRequest, ProviderError, RateLimited
-from ai_gateway.providers.base import (
+from ai_gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    ProviderError,
+    RateLimited,
+    UpstreamAuthError,
+    UpstreamTimeout,
+)
+from ai_gateway.providers.normalizer import (
+    ChunkNormalizer,
+    created_of,
+    error_in_body,
+    finish_reason_of,
+    to_completion,
+    usage_of,
+)
+from ai_gateway.providers.upstream_errors import (
     MAX_UPSTREAM_MESSAGE,
     from_upstream_status,
     malformed,
@@ -15,14 +30,6 @@ from ai_gateway.providers.base import (
     scrub,
     upstream_field,
     upstream_message,
-)
-from ai_gateway.providers.responses import (
-    ChunkNormalizer,
-    created_of,
-    error_in_body,
-    finish_reason_of,
-    to_completion,
-    usage_of,
 )
 from tests.fakes import MODEL, UPSTREAM_KEY, chunk_payloads, completion_payload
 from tests.openai_spec import assert_chunk, assert_completion
@@ -287,10 +294,10 @@ def test_to_completion_does_not_modify_its_input() -> None:
         (409, InvalidRequest, 409, None),
         (413, InvalidRequest, 413, None),
         (422, InvalidRequest, 422, None),
-        (408, ProviderError, 502, "upstream_timeout"),
-        (401, ProviderError, 502, "upstream_auth_error"),
-        (402, ProviderError, 502, "upstream_auth_error"),
-        (403, ProviderError, 502, "upstream_auth_error"),
+        (408, UpstreamTimeout, 502, "upstream_timeout"),
+        (401, UpstreamAuthError, 502, "upstream_auth_error"),
+        (402, UpstreamAuthError, 502, "upstream_auth_error"),
+        (403, UpstreamAuthError, 502, "upstream_auth_error"),
         (429, RateLimited, 429, "rate_limit_exceeded"),
         (500, ProviderError, 502, "upstream_error"),
         (503, ProviderError, 502, "upstream_error"),

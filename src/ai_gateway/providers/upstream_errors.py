@@ -1,81 +1,22 @@
-"""The ChatProvider protocol, and how an upstream's HTTP error becomes a GatewayError."""
+"""How an upstream's HTTP error (or an error object in its body) becomes a GatewayError."""
 
 import re
-from collections.abc import AsyncGenerator, Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping
 
 from ai_gateway.config.constants import RETRY_AFTER_HEADERS
-from ai_gateway.errors import GatewayError, InvalidRequest, ProviderError, RateLimited
-from ai_gateway.schemas import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ModelCard,
+from ai_gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    ProviderError,
+    RateLimited,
+    UpstreamAuthError,
+    UpstreamTimeout,
 )
 
 CALLER_STATUSES = frozenset({400, 404, 409, 413, 422})
 UPSTREAM_AUTH_STATUSES = frozenset({401, 402, 403})
 MAX_UPSTREAM_MESSAGE = 1000
 SECRET_PATTERN = re.compile(r"(?i)\b(bearer\s+)?(c?sk|key|api[_-]?key)[-_][A-Za-z0-9_\-]{8,}")
-
-
-class ChatProvider(Protocol):
-    """What the routes need from an upstream: completions, streams and its model list."""
-
-    name: str
-    is_mock: bool
-
-    async def chat_completions(self, req: ChatCompletionRequest) -> ChatCompletionResponse:
-        """One non-streaming completion."""
-        ...
-
-    def stream_chat_completions(
-        self, req: ChatCompletionRequest
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """The completion's chunks as they arrive; closing the iterator closes the upstream."""
-        ...
-
-    async def list_models(self) -> list[ModelCard]:
-        """The models this provider serves, with bare ids."""
-        ...
-
-    def with_connect_timeout(self, seconds: float) -> "ChatProvider":
-        """The same provider whose new upstream connections give up after `seconds`."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
-        ...
-
-
-class UpstreamAPI(Protocol):
-    """An upstream as JSON objects in and out: the native wire, the Cerebras SDK, the mock."""
-
-    is_mock: bool
-
-    async def chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
-    ) -> dict[str, Any]:
-        """One completion as the upstream's JSON object."""
-        ...
-
-    def stream_chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """The completion's chunks as JSON objects; closing the iterator closes the upstream."""
-        ...
-
-    async def list_models(self) -> list[dict[str, Any]]:
-        """The upstream's model list entries."""
-        ...
-
-    def with_connect_timeout(self, seconds: float) -> "UpstreamAPI":
-        """The same upstream whose new connections give up after `seconds`."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections."""
-        ...
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
@@ -135,12 +76,11 @@ def from_upstream_status(
         code = upstream_field(body, "code")
         return RateLimited(text, code=code, headers=retry_headers(headers))
     if status in UPSTREAM_AUTH_STATUSES:
-        return ProviderError(
-            f"{provider} rejected the gateway's upstream credentials (HTTP {status})",
-            code="upstream_auth_error",
+        return UpstreamAuthError(
+            f"{provider} rejected the gateway's upstream credentials (HTTP {status})"
         )
     if status == 408:
-        return ProviderError(f"{provider} timed out (HTTP 408)", code="upstream_timeout")
+        return UpstreamTimeout(f"{provider} timed out (HTTP 408)")
     if status in CALLER_STATUSES:
         return InvalidRequest(
             scrub(message or f"{provider} rejected the request (HTTP {status})", secrets),

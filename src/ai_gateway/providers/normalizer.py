@@ -11,7 +11,7 @@ from contextlib import suppress
 from typing import Any
 
 from ai_gateway.errors import GatewayError
-from ai_gateway.providers.base import from_upstream_status, malformed
+from ai_gateway.providers.upstream_errors import from_upstream_status, malformed
 from ai_gateway.schemas import (
     FINISH_REASONS,
     ChatCompletionChunk,
