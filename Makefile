@@ -9,11 +9,17 @@ PORT ?= 8000
 .PHONY: install run test check lint typecheck unit clean
 .PHONY: bench bench-smoke
 
+# Targets started together (`make run` and `make test` on a fresh clone) set up .venv once: the
+# second waits for the lock (flock, where installed), then finds the stamp fresh and installs
+# nothing. The lock is the Makefile itself, so no lock file is left behind.
+LOCKED := $(if $(shell command -v flock),flock Makefile)
+
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(LOCKED) sh -c '[ $(STAMP) -nt pyproject.toml ] || { \
+		$(PYTHON) -m venv $(VENV) && \
+		$(BIN)/python -m pip install --quiet --upgrade pip && \
+		$(BIN)/python -m pip install --quiet -e ".[dev]" && \
+		touch $(STAMP); }'
 
 install: $(STAMP)
 
@@ -39,9 +45,9 @@ clean:
 
 # Benchmark (docs/benchmarks.md): the fake upstream direct vs through the gateway, side by side.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(LOCKED) $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run
 
 bench-smoke: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(LOCKED) $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run --quick --transports native,sdk --concurrency 1,16

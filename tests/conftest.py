@@ -4,6 +4,7 @@ import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,26 +12,18 @@ import pytest
 
 from ai_gateway.app import create_app
 from ai_gateway.config.file import GatewayConfig, RoutingConfig
-from ai_gateway.config.settings import VENDOR_NAMES, Settings
+from ai_gateway.config.settings import Settings, variable_names
 from ai_gateway.providers.registry import Registry
+from ai_gateway.providers.specs import SPECS
 from tests.fake_upstream import FakeUpstream
 from tests.fakes import GATEWAY_KEY, FakeProvider
 
 ONE_ATTEMPT = GatewayConfig(routing=RoutingConfig(retries=0))
+# Derived, so a new setting or vendor is cleaned too: every Settings field's variable and every
+# spec's `<NAME>_API_KEY` / `<NAME>_BASE_URL`.
 GATEWAY_VARIABLES = (
-    "CEREBRAS_API_KEY",
-    "CEREBRAS_BASE_URL",
-    "CEREBRAS_MOCK",
-    "REQUEST_TIMEOUT_S",
-    "GATEWAY_API_KEYS",
-    "AI_GATEWAY_ENV",
-    "MAX_REQUEST_BYTES",
-    "MODELS_CACHE_TTL_S",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "CI",
-    "AI_GATEWAY_CONFIG",
-    *(f"{name}_{part}".upper() for name in VENDOR_NAMES for part in ("api_key", "base_url")),
+    *variable_names(),
+    *(variable for spec in SPECS for variable in (spec.key_variable, spec.base_url_variable)),
 )
 
 
@@ -62,12 +55,26 @@ def _no_network() -> Iterator[None]:
     socket.socket.connect = original  # type: ignore[method-assign]
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """Tests see no gateway variables and no `.env` unless they set them."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+    """No gateway variable set, and a working directory without `.env`."""
     for name in GATEWAY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(directory)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _clean_session_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module- and session-scoped fixtures (gateways built once per module) start clean too:
+    they are set up before any test's own `_clean_environment`."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        clean_environment(monkeypatch, tmp_path_factory.mktemp("cwd"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests see no gateway variables and no `.env` unless they set them."""
+    clean_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture

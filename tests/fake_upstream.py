@@ -9,16 +9,26 @@ import itertools
 import json
 import threading
 import time
+import zlib
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["FakeUpstream", "RecordedRequest", "Reply", "json_reply", "sse_reply"]
+__all__ = [
+    "FakeUpstream",
+    "RecordedRequest",
+    "Reply",
+    "gzip_bytes",
+    "gzip_reply",
+    "json_reply",
+    "sse_reply",
+]
 
 _HOST = "127.0.0.1"
 _READ_SIZE = 64 * 1024
+_GZIP_CHUNK = 16 * 1024
 _MAX_LINE = 64 * 1024
 _MAX_HEADERS = 256
 _SHUTDOWN_TIMEOUT = 5.0
@@ -44,7 +54,11 @@ class RecordedRequest:
 
 @dataclass(frozen=True)
 class Reply:
-    """A scripted reply; `chunks` switches to chunked transfer encoding."""
+    """A scripted reply; `chunks` switches to chunked transfer encoding.
+
+    `content_length` declares a length other than the body's; when it is more, the body is sent
+    and the connection then held, unanswered, until the client closes it.
+    """
 
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -54,6 +68,7 @@ class Reply:
     delay: float = 0.0
     drop_after: int | None = None
     hang: bool = False
+    content_length: int | None = None
 
 
 def _merge_headers(defaults: Mapping[str, str], extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -76,6 +91,32 @@ def json_reply(
     """Build a reply whose body is `payload` encoded as JSON."""
     merged = _merge_headers({"Content-Type": "application/json"}, headers)
     return Reply(status=status, headers=merged, body=json.dumps(payload).encode(), delay=delay)
+
+
+def gzip_bytes(pieces: Iterable[bytes]) -> bytes:
+    """One gzip stream of `pieces`, compressed piece by piece: a body that inflates to far more
+    than memory holds is built without ever holding it."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [compressor.compress(piece) for piece in pieces]
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
+def gzip_reply(
+    pieces: Iterable[bytes],
+    *,
+    status: int = 200,
+    content_type: str = "application/json",
+    is_chunked: bool = False,
+) -> Reply:
+    """A reply whose body is `pieces` gzipped (`Content-Encoding: gzip`), sent whole with a
+    Content-Length or, when `is_chunked`, in chunked transfer encoding."""
+    body = gzip_bytes(pieces)
+    headers = {"Content-Type": content_type, "Content-Encoding": "gzip"}
+    if not is_chunked:
+        return Reply(status=status, headers=headers, body=body)
+    chunks = [body[at : at + _GZIP_CHUNK] for at in range(0, len(body), _GZIP_CHUNK)]
+    return Reply(status=status, headers=headers, chunks=chunks)
 
 
 def _sse_chunk(event: Any) -> bytes:
@@ -553,7 +594,8 @@ class FakeUpstream:
         if reply.drop_after == 0:
             await conn.drop()
             return False
-        head, keep_alive = _head(reply, {"Content-Length": str(len(reply.body))}, keep_alive)
+        length = len(reply.body) if reply.content_length is None else reply.content_length
+        head, keep_alive = _head(reply, {"Content-Length": str(length)}, keep_alive)
         try:
             if reply.drop_after is not None:
                 await conn.write(head + reply.body[: reply.drop_after])
@@ -561,6 +603,10 @@ class FakeUpstream:
                 return False
             await conn.write(head + reply.body)
         except ConnectionError:
+            return False
+        if length > len(reply.body):
+            await conn.input.wait_eof()
+            self._count_disconnect()
             return False
         return keep_alive
 

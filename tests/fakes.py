@@ -24,7 +24,7 @@ def chat_body(**overrides: Any) -> dict[str, Any]:
 
 def chat_request(**overrides: Any) -> ChatCompletionRequest:
     """A validated chat request."""
-    return ChatCompletionRequest.model_validate(chat_body(**overrides))
+    return ChatCompletionRequest.from_body(chat_body(**overrides))
 
 
 def completion_payload(text: str = "hi there", **overrides: Any) -> dict[str, Any]:

@@ -1,16 +1,9 @@
 """create_app(): the composition root, the only place the gateway's objects are wired together."""
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 
-from fastapi import FastAPI
-from starlette.types import ASGIApp
-
-from ai_gateway import __version__
-from ai_gateway.api import routes
-from ai_gateway.api.handlers import install_error_handlers
-from ai_gateway.api.hot_path import HotPath
-from ai_gateway.api.middleware import RequestContext
+from ai_gateway.api.dispatch import Gateway
+from ai_gateway.api.routes import Endpoints, Routes
 from ai_gateway.config.file import GatewayConfig
 from ai_gateway.config.loader import load_config
 from ai_gateway.config.settings import Settings, process_environment
@@ -28,13 +21,12 @@ def create_app(
     registry: Registry | None = None,
     config: GatewayConfig | None = None,
     environ: Mapping[str, str] | None = None,
-) -> ASGIApp:
+) -> Gateway:
     """The ASGI app; pass `registry` to serve fakes instead of the configured providers, and
     `config` instead of reading the file `AI_GATEWAY_CONFIG` names.
 
-    Requests pass RequestContext (id, timing, log line, last-resort 500), then HotPath (the
-    chat routes), then FastAPI (everything else, and the exception handlers). A bad config file
-    fails here, before the server starts.
+    Everything is built and checked here, before the server listens: a bad config file fails
+    here. The app closes the registry it built when the server shuts down.
     """
     keys = KeyStore.from_secrets(settings.gateway_api_keys)
     if not keys:
@@ -45,28 +37,15 @@ def create_app(
         settings, config, process_environment() if environ is None else environ
     )
     router = build_router(config, registry, request_timeout_s=settings.request_timeout_s)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await registry.aclose()
-
-    app = FastAPI(
-        title="ai_gateway",
-        version=__version__,
-        lifespan=lifespan if owns_registry else None,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        # FastAPI's built-in OpenTelemetry hooks read the environment on every request;
-        # the gateway reports its own timings (Server-Timing, the request log line).
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+    endpoints = Endpoints(
+        router,
+        max_json_depth=settings.max_json_depth,
+        send_timeout_s=settings.stream_send_timeout_s,
     )
-    app.state.settings = settings
-    app.state.keys = keys
-    app.state.router = router
-    install_error_handlers(app)
-    app.include_router(routes.api_router)
-    return RequestContext(HotPath(app))
+    return Gateway(
+        Routes(endpoints),
+        keys=keys,
+        registry=registry,
+        max_request_bytes=settings.max_request_bytes,
+        on_shutdown=registry.aclose if owns_registry else None,
+    )

@@ -118,6 +118,12 @@ class UpstreamAuthError(ProviderError):
     code = "upstream_auth_error"
 
 
+class UpstreamResponseTooLarge(ProviderError):
+    """The upstream's reply, or one event of its stream, is over the gateway's size limit."""
+
+    code = "upstream_response_too_large"
+
+
 class ParameterRejected(InvalidRequest):
     """The deployment's policy refuses a parameter the caller sent (400)."""
 
@@ -130,6 +136,14 @@ class ProviderNotConfigured(GatewayError):
     status = 503
     error_type = "upstream_error"
     code = "provider_not_configured"
+
+
+class ServiceUnavailable(GatewayError):
+    """The gateway itself cannot serve right now (shutting down)."""
+
+    status = 503
+    error_type = "api_error"
+    code = "service_unavailable"
 
 
 class InternalError(GatewayError):

@@ -1,188 +1,90 @@
-"""Chat Completions wire models: the request, the response, stream chunks and the model list.
+"""Chat Completions wire values: the request, the response, stream chunks and the model list.
 
-Every model keeps unknown fields (`extra="allow"`), so a field OpenAI adds tomorrow passes
-through instead of causing a 400. The request is validated strictly: a mistyped field is the
-caller's error, not something to coerce.
+Unknown fields are kept everywhere, so a field OpenAI adds tomorrow passes through instead of
+causing a 400. The request is validated strictly against request_schema.py: a mistyped field is
+the caller's error, not something to coerce.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+import msgspec
+from pydantic import BaseModel, ConfigDict
+
+from ai_gateway.request_schema import FIELDS_DECODER, SHAPE_DECODER
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 FINISH_REASONS: frozenset[str] = frozenset(get_args(FinishReason))
 
 
-class RequestModel(BaseModel):
-    """Base of the request models: strict types, unknown fields kept."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-
-class ContentPart(RequestModel):
-    """One part of a message's content: text, image_url, input_audio, file, ..."""
-
-    type: str
-    text: str | None = None
-
-    @model_validator(mode="after")
-    def _text_part_has_text(self) -> "ContentPart":
-        """A `text` part must carry its text."""
-        if self.type == "text" and self.text is None:
-            raise ValueError("a content part of type 'text' needs a 'text' string")
-        return self
-
-
-Content = str | list[ContentPart]
-
-
-class FunctionCall(RequestModel):
-    """The function an assistant message asked for."""
-
-    name: str
-    arguments: str
-
-
-class ToolCall(RequestModel):
-    """A tool call in an assistant message."""
-
-    id: str
-    type: str = "function"
-    function: FunctionCall
-
-
-class SystemMessage(RequestModel):
-    """Instructions from the application."""
-
-    role: Literal["system"]
-    content: Content
-    name: str | None = None
-
-
-class DeveloperMessage(RequestModel):
-    """Instructions from the developer (the newer name for system)."""
-
-    role: Literal["developer"]
-    content: Content
-    name: str | None = None
-
-
-class UserMessage(RequestModel):
-    """A message from the end user."""
-
-    role: Literal["user"]
-    content: Content
-    name: str | None = None
-
-
-class AssistantMessage(RequestModel):
-    """An earlier answer of the model, possibly with tool calls."""
-
-    role: Literal["assistant"]
-    content: Content | None = None
-    tool_calls: list[ToolCall] | None = None
-    name: str | None = None
-
-
-class ToolMessage(RequestModel):
-    """The result of a tool call."""
-
-    role: Literal["tool"]
-    content: Content
-    tool_call_id: str
-
-
-class FunctionMessage(RequestModel):
-    """The result of a (deprecated) function call."""
-
-    role: Literal["function"]
-    content: str | None
-    name: str
-
-
-Message = Annotated[
-    SystemMessage
-    | DeveloperMessage
-    | UserMessage
-    | AssistantMessage
-    | ToolMessage
-    | FunctionMessage,
-    Field(discriminator="role"),
-]
-MESSAGE_ROLES: frozenset[str] = frozenset(
-    {"system", "developer", "user", "assistant", "tool", "function"}
-)
-
-
-class FunctionDefinition(RequestModel):
-    """A function the model may call."""
-
-    name: str
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class Tool(RequestModel):
-    """A tool the model may call."""
-
-    type: str
-    function: FunctionDefinition | None = None
-
-
-class StreamOptions(RequestModel):
-    """Options for `stream: true`."""
-
-    include_usage: bool | None = None
-
-
-class ResponseFormat(RequestModel):
-    """The answer's format: text, json_object or json_schema."""
-
-    type: str
-    json_schema: dict[str, Any] | None = None
-
-
 MODEL_AND_MESSAGES = frozenset({"model", "messages"})
 # Longer than any vendor's model id; bounds what a caller can put in logs and breaker names.
 MAX_MODEL_LENGTH = 256
+# Printable ASCII: every vendor's model ids fit, and the id is safe in a response header.
+MODEL_ID = re.compile(r"[\x20-\x7e]+")
 
 
-class ChatCompletionRequest(RequestModel):
-    """`POST /v1/chat/completions` body."""
+def as_python(value: Any) -> Any:
+    """A value as Python objects: raw JSON (a field as the caller sent it) decoded, others
+    as they are."""
+    return msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
 
-    model: str = Field(min_length=1, max_length=MAX_MODEL_LENGTH)
-    messages: list[Message] = Field(min_length=1)
-    stream: bool | None = None
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    tools: list[Tool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: ResponseFormat | None = None
-    reasoning_effort: str | None = None
-    user: str | None = None
-    _body: dict[str, Any] | None = PrivateAttr(default=None)
+
+def python_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as Python objects, for clients that build the upstream JSON themselves."""
+    return {name: as_python(value) for name, value in params.items()}
+
+
+class ChatCompletionRequest:
+    """A validated `POST /v1/chat/completions` body, held as the caller's own JSON.
+
+    `messages` and every parameter are the caller's bytes (`msgspec.Raw`), forwarded upstream
+    as they came: unknown fields pass, nothing is rebuilt per message, and memory stays a small
+    multiple of the body. Deployment overrides and the gateway's own additions (`stream`,
+    `stream_options`) are Python values next to them.
+    """
+
+    __slots__ = ("is_streaming", "messages", "model", "params", "wants_stream_usage")
+
+    def __init__(
+        self,
+        model: str,
+        messages: msgspec.Raw,
+        params: dict[str, Any],
+        *,
+        is_streaming: bool = False,
+        wants_stream_usage: bool = False,
+    ) -> None:
+        self.model = model
+        self.messages = messages
+        self.params = params
+        self.is_streaming = is_streaming
+        self.wants_stream_usage = wants_stream_usage
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "ChatCompletionRequest":
-        """Validate a parsed JSON body and keep it, to forward upstream exactly as sent."""
-        request = cls.model_validate(body)
-        request._body = body
-        return request
+    def from_json(cls, raw: bytes) -> "ChatCompletionRequest":
+        """Validate a body (msgspec.ValidationError, msgspec.DecodeError, ValueError for a bad
+        model id) and keep it."""
+        shape = SHAPE_DECODER.decode(raw)
+        check_model_id(shape.model)
+        params = FIELDS_DECODER.decode(raw)
+        messages = params.pop("messages")
+        del params["model"]
+        options = shape.stream_options
+        return cls(
+            shape.model,
+            messages,
+            params,
+            is_streaming=bool(shape.stream),
+            wants_stream_usage=bool(options and options.include_usage),
+        )
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "ChatCompletionRequest":
+        """Validate a body given as Python objects."""
+        return cls.from_json(msgspec.json.encode(body))
 
     def for_upstream(
         self, model: str, overrides: Mapping[str, Any] | None = None
@@ -190,34 +92,28 @@ class ChatCompletionRequest(RequestModel):
         """This request for another model id, with parameter overrides on top of the caller's."""
         if model == self.model and not overrides:
             return self
-        request = self.model_copy(update={"model": model})
-        if overrides:
-            body = self._body if self._body is not None else self.model_dump(exclude_unset=True)
-            request._body = {**body, **overrides}
-        return request
-
-    @property
-    def is_streaming(self) -> bool:
-        """Whether the caller asked for server-sent events."""
-        return bool(self.stream)
-
-    @property
-    def wants_stream_usage(self) -> bool:
-        """Whether the caller asked for a usage chunk at the end of the stream."""
-        return bool(self.stream_options and self.stream_options.include_usage)
+        params = {**self.params, **overrides} if overrides else self.params
+        return ChatCompletionRequest(
+            model,
+            self.messages,
+            params,
+            is_streaming=self.is_streaming,
+            wants_stream_usage=self.wants_stream_usage,
+        )
 
     def upstream_params(self) -> dict[str, Any]:
         """Every field the caller set except model and messages, unknown ones included."""
-        if self._body is not None:
-            return {k: v for k, v in self._body.items() if k not in MODEL_AND_MESSAGES}
-        return self.model_dump(exclude_unset=True, exclude=set(MODEL_AND_MESSAGES))
+        return dict(self.params)
 
-    def upstream_messages(self) -> list[dict[str, Any]]:
+    def upstream_messages(self) -> msgspec.Raw:
         """The messages exactly as the caller sent them."""
-        if self._body is not None:
-            messages: list[dict[str, Any]] = self._body["messages"]
-            return messages
-        return [message.model_dump(exclude_unset=True) for message in self.messages]
+        return self.messages
+
+
+def check_model_id(model: str) -> None:
+    """Model ids are 1-256 printable ASCII characters (they reach logs and a response header)."""
+    if not 0 < len(model) <= MAX_MODEL_LENGTH or not MODEL_ID.fullmatch(model):
+        raise ValueError(f"model ids are 1 to {MAX_MODEL_LENGTH} printable ASCII characters")
 
 
 class ResponseModel(BaseModel):

@@ -26,8 +26,26 @@ def free_port() -> int:
         return port
 
 
-def gateway_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "ai_gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
+def gateway_command(port: int, *flags: str) -> list[str]:
+    return [
+        sys.executable,
+        *("-m", "ai_gateway", "serve", "--host", "127.0.0.1", "--port", str(port), *flags),
+    ]
+
+
+def run_to_exit(
+    tmp_path: Path, *flags: str, port: int | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`ai-gateway serve` expected to stop on its own during start-up."""
+    return subprocess.run(  # noqa: S603  # our own interpreter and module
+        gateway_command(port or free_port(), *flags),
+        env=base_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        check=False,
+    )
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[str]) -> None:
@@ -153,3 +171,61 @@ def test_production_without_upstream_key_serves_503_for_cerebras(tmp_path: Path)
         assert answer.headers["x-should-retry"] == "false"
         assert models.json() == {"object": "list", "data": []}
         assert "provider_not_configured" in err.read_text()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_bad_config_file_exits_2_without_printing_a_key(tmp_path: Path, workers: str) -> None:
+    (tmp_path / "gw.yaml").write_text("routing: {retires: 3}\n")
+
+    result = run_to_exit(tmp_path, "--workers", workers, "--config", "gw.yaml")
+
+    assert result.returncode == 2
+    assert "sk-gw-dev-" not in result.stdout
+    assert "ai-gateway: configuration error: gw.yaml: 1 problem(s):" in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_fails_start_up_without_printing_a_key(tmp_path: Path, workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_to_exit(tmp_path, "--workers", workers, port=taken.getsockname()[1])
+
+    assert result.returncode != 0
+    assert "sk-gw-dev-" not in result.stdout
+    assert "Address already in use" in result.stderr
+
+
+def test_an_invalid_setting_exits_2_with_one_line_naming_the_variable(tmp_path: Path) -> None:
+    result = run_to_exit(tmp_path, CEREBRAS_MOCK="True")
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "ai-gateway: configuration error: CEREBRAS_MOCK must be 'auto', 'true' or 'false'\n"
+    )
+    assert "sk-gw-dev-" not in result.stdout
+
+
+def test_several_workers_serve_with_the_key_printed_once(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "stdout.log"
+    with out.open("w") as stdout:
+        process = subprocess.Popen(  # noqa: S603  # our own interpreter and module
+            gateway_command(port, "--workers", "2"),
+            env=base_env(CEREBRAS_MOCK="true"),
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=tmp_path,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_healthy(url, process)
+            keys = [w for w in out.read_text().split() if w.startswith("sk-gw-dev-")]
+            models = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {keys[0]}"})
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=20)
+
+    assert len(keys) == 1
+    assert models.status_code == 200

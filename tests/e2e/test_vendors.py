@@ -17,14 +17,14 @@ MESSAGES = [{"role": "user", "content": "hello"}]
 def vendor_gateway(fake_upstream_server: FakeUpstream) -> Iterator[GatewayServer]:
     """Groq and OpenAI configured, both pointed at the fake upstream."""
     base_url = f"{fake_upstream_server.url}/v1"
-    settings = make_settings(
-        cerebras_mock="true",
-        groq_api_key="gk-groq-test-1234567890",
-        groq_base_url=base_url,
-        openai_api_key="sk-openai-test-1234567890",
-        openai_base_url=base_url,
-    )
-    with GatewayServer(create_app(settings, config=ONE_ATTEMPT)) as server:
+    environ = {
+        "GROQ_API_KEY": "gk-groq-test-1234567890",
+        "GROQ_BASE_URL": base_url,
+        "OPENAI_API_KEY": "sk-openai-test-1234567890",
+        "OPENAI_BASE_URL": base_url,
+    }
+    settings = make_settings(cerebras_mock="true")
+    with GatewayServer(create_app(settings, config=ONE_ATTEMPT, environ=environ)) as server:
         yield server
 
 

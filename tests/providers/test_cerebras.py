@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from openai.types.chat import ChatCompletion as OpenAIChatCompletion
 from openai.types.chat import ChatCompletionChunk as OpenAIChatCompletionChunk
@@ -14,7 +15,7 @@ from ai_gateway.errors import GatewayError, ProviderError, RateLimited, Upstream
 from ai_gateway.providers.cerebras import CerebrasProvider
 from ai_gateway.providers.cerebras_client import CerebrasAPI
 from ai_gateway.providers.registry import Registry
-from ai_gateway.schemas import ChatCompletionChunk, ModelCard
+from ai_gateway.schemas import ChatCompletionChunk, ModelCard, as_python, python_params
 from tests.conftest import make_settings, serve_app
 from tests.fakes import (
     MODEL,
@@ -52,18 +53,16 @@ class RecordingClient:
     streams_closed: int = 0
     closed: bool = False
 
-    async def chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
-    ) -> dict[str, Any]:
-        self.calls.append(Call("chat", model, copy.deepcopy(messages), copy.deepcopy(params)))
+    async def chat(self, model: str, messages: msgspec.Raw, **params: Any) -> dict[str, Any]:
+        self.calls.append(Call("chat", model, as_python(messages), python_params(params)))
         if self.error is not None:
             raise self.error
         return copy.deepcopy(self.completion)
 
     async def stream_chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
+        self, model: str, messages: msgspec.Raw, **params: Any
     ) -> AsyncGenerator[dict[str, Any], None]:
-        self.calls.append(Call("stream", model, copy.deepcopy(messages), copy.deepcopy(params)))
+        self.calls.append(Call("stream", model, as_python(messages), python_params(params)))
         try:
             if self.error is not None:
                 raise self.error

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from ai_gateway.config.settings import VENDOR_NAMES
 from ai_gateway.providers.openai_compat import OpenAICompatProvider
 from ai_gateway.providers.registry import build_registry, param_policy
 from ai_gateway.providers.specs import SPECS, OpenAICompatSpec
 from ai_gateway.providers.wire import OpenAIWire, WireClient
+from ai_gateway.schemas import as_python
 from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, json_reply, sse_reply
 from tests.fakes import chat_request, chunk_payloads, completion_payload
@@ -57,7 +57,11 @@ async def test_each_vendor_gets_its_key_headers_and_only_the_params_it_accepts(
     sent = fake_upstream.requests[-1]
     expected = {k: v for k, v in ALL_PARAMS.items() if k not in spec.unsupported_params}
     assert sent.path == "/v1/chat/completions"
-    assert sent.json == {"model": "m-1", "messages": chat_request().upstream_messages(), **expected}
+    assert sent.json == {
+        "model": "m-1",
+        "messages": as_python(chat_request().upstream_messages()),
+        **expected,
+    }
     if spec.requires_key:
         assert sent.headers["authorization"] == f"Bearer {VENDOR_KEY}"
     else:
@@ -84,22 +88,17 @@ async def test_groq_drops_what_it_rejects_from_streams_too(
         assert_chunk(chunk.data)
 
 
-def test_every_spec_has_its_settings() -> None:
-    settings = make_settings()
-
-    assert {spec.name for spec in SPECS} == set(VENDOR_NAMES)
+def test_every_spec_reads_variables_named_after_it() -> None:
     for spec in SPECS:
-        assert getattr(settings, spec.key_setting) is None
-        assert getattr(settings, spec.base_url_setting) is None
+        assert spec.key_variable == f"{spec.name.upper()}_API_KEY"
+        assert spec.base_url_variable == f"{spec.name.upper()}_BASE_URL"
 
 
 @pytest.mark.anyio
 async def test_vendors_are_served_once_configured() -> None:
-    settings = make_settings(
-        cerebras_mock="true", groq_api_key="gk-1234567890", ollama_base_url="http://127.0.0.1:1/v1"
-    )
+    environ = {"GROQ_API_KEY": "gk-1234567890", "OLLAMA_BASE_URL": "http://127.0.0.1:1/v1"}
 
-    registry = build_registry(settings)
+    registry = build_registry(make_settings(cerebras_mock="true"), environ=environ)
     try:
         names = [provider.name for provider in registry]
         groq, _ = registry.resolve("groq/llama-3.3-70b")

@@ -1,55 +1,134 @@
-"""Reading the chat body: parameter paths, content types, one 400 for many validation errors."""
+"""Reading the chat body: nesting, parameter paths, content types, one 400 per invalid body."""
 
-from typing import Any
-
+import orjson
 import pytest
 
-from ai_gateway.api.body import check_content_type, invalid_request, param_of
+from ai_gateway.api.body import (
+    check_content_type,
+    check_depth,
+    invalid_request,
+    nesting_depth,
+    param_of,
+    parse_chat_request,
+)
 from ai_gateway.errors import InvalidRequest
+from ai_gateway.schemas import as_python
 
-USER_INT_CONTENT = {"model": "m", "messages": [{"role": "user", "content": 5}]}
-TOOL_WITHOUT_ID = {"model": "m", "messages": [{"role": "tool", "content": "42"}]}
-TWO_MESSAGES = {"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "user"}]}
+LIMIT = 64
+
+
+def nested(levels: int) -> bytes:
+    """A valid chat body with an unknown field nested `levels` deep inside it."""
+    value = "[" * (levels - 1) + "1" + "]" * (levels - 1)
+    return (
+        b'{"model":"m","messages":[{"role":"user","content":"x"}],"deep":' + value.encode() + b"}"
+    )
 
 
 @pytest.mark.parametrize(
-    ("loc", "data", "expected"),
+    ("text", "depth"),
     [
-        pytest.param(
-            ("messages", 0, "user", "content", "str"),
-            USER_INT_CONTENT,
-            "messages.[0].content",
-            id="union-labels-skipped",
-        ),
-        pytest.param(
-            ("messages", 0, "user", "content", "list[ContentPart]"),
-            USER_INT_CONTENT,
-            "messages.[0].content",
-            id="generic-union-label-skipped",
-        ),
-        pytest.param(
-            ("messages", 0, "tool", "tool_call_id"),
-            TOOL_WITHOUT_ID,
-            "messages.[0].tool_call_id",
-            id="missing-final-field-kept",
-        ),
-        pytest.param(("model",), {}, "model", id="missing-top-level-field"),
-        pytest.param(("temperature",), {"temperature": "hot"}, "temperature", id="top-level"),
-        pytest.param(
-            ("messages", 1, "user", "content"),
-            TWO_MESSAGES,
-            "messages.[1].content",
-            id="list-index-as-brackets",
-        ),
-        pytest.param(("messages", 0), {"messages": ["hi"]}, "messages.[0]", id="list-item"),
-        pytest.param((), USER_INT_CONTENT, None, id="empty-location"),
-        pytest.param(("header", "authorization"), None, None, id="no-data"),
+        (b"{}", 1),
+        (b'{"a": 1}', 1),
+        (b'{"a": [1, {"b": "]]]"}]}', 3),
+        (b'{"a": "\\\\"}', 1),
+        (b'{"a": "\\"[[["}', 1),
+        (b'{"a": "x\\\\\\"[[", "b": [[]]}', 3),
+        (b'[{"a": {}}, [[{}]]]', 4),
+        (b"[" * 70 + b"]" * 70, LIMIT + 1),
+        (b"[}", 1),
+        (b"", 0),
+        (b"not json", 0),
     ],
 )
-def test_param_of_builds_the_openai_parameter_path(
-    loc: tuple[int | str, ...], data: object, expected: str | None
-) -> None:
-    assert param_of(loc, data) == expected
+def test_nesting_depth_counts_levels_outside_strings(text: bytes, depth: int) -> None:
+    assert nesting_depth(text, LIMIT) == depth
+
+
+def test_a_body_at_the_depth_limit_is_accepted() -> None:
+    request = parse_chat_request(nested(LIMIT), max_depth=LIMIT)
+
+    assert as_python(request.params["deep"]) is not None
+
+
+@pytest.mark.parametrize("levels", [LIMIT + 1, 300, 5000])
+def test_a_body_nested_too_deep_is_a_400_before_parsing(levels: int) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(nested(levels), max_depth=LIMIT)
+
+    assert caught.value.status_code == 400
+    assert caught.value.code == "nesting_too_deep"
+    assert str(LIMIT) in caught.value.message
+
+
+def test_check_depth_ignores_brackets_inside_strings() -> None:
+    check_depth(orjson.dumps({"text": "[" * 1000}), LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("$.messages[0].content", "messages.[0].content"),
+        ("$.messages[12].content[3].text", "messages.[12].content.[3].text"),
+        ("$.temperature", "temperature"),
+        ("$", None),
+        ("", None),
+    ],
+)
+def test_param_of_builds_the_openai_parameter_path(path: str, expected: str | None) -> None:
+    assert param_of(path) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "param", "message"),
+    [
+        (
+            "Expected `str | array`, got `int` - at `$.messages[0].content`",
+            "messages.[0].content",
+            "Invalid request: 'messages.[0].content': Expected `str | array`, got `int`",
+        ),
+        (
+            "Object missing required field `model`",
+            "model",
+            "Invalid request: 'model': Object missing required field `model`",
+        ),
+        (
+            "Object missing required field `tool_call_id` - at `$.messages[0]`",
+            "messages.[0].tool_call_id",
+            "Invalid request: 'messages.[0].tool_call_id': "
+            "Object missing required field `tool_call_id`",
+        ),
+        ("Some top-level problem", None, "Invalid request: Some top-level problem"),
+    ],
+)
+def test_invalid_request_names_the_parameter(text: str, param: str | None, message: str) -> None:
+    error = invalid_request(text)
+
+    assert (error.param, error.message, error.code) == (param, message, None)
+
+
+def test_a_body_that_is_not_an_object_is_invalid_json() -> None:
+    error = invalid_request("Expected `object`, got `array`")
+
+    assert (error.param, error.code) == (None, "invalid_json")
+
+
+def test_invalid_request_message_is_capped() -> None:
+    error = invalid_request("x" * 2000 + " - at `$.temperature`")
+
+    assert len(error.message) == 500
+
+
+@pytest.mark.parametrize(
+    "model", ["", "cerebras/ok\u200b", "ok\u0001", "模型", "m" * 257, "tab\there"]
+)
+def test_model_ids_must_be_printable_ascii_and_bounded(model: str) -> None:
+    body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": "x"}]})
+
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(body, max_depth=LIMIT)
+
+    assert (caught.value.status_code, caught.value.param) == (400, "model")
 
 
 @pytest.mark.parametrize(
@@ -83,46 +162,3 @@ def test_check_content_type_rejects_other_types_with_a_400(content_type: str) ->
             "code": "invalid_content_type",
         }
     }
-
-
-def error(loc: tuple[int | str, ...], msg: str) -> dict[str, Any]:
-    return {"type": "value_error", "loc": loc, "msg": msg}
-
-
-def test_invalid_request_reports_each_parameter_once_and_at_most_three() -> None:
-    errors = [
-        error(("model",), "first model error"),
-        error(("model",), "second model error"),
-        error(("messages",), "bad messages"),
-        error(("temperature",), "bad temperature"),
-        error(("top_p",), "bad top_p"),
-    ]
-
-    exc = invalid_request(errors, {})
-
-    assert exc.status_code == 400
-    assert exc.envelope() == {
-        "error": {
-            "message": (
-                "Invalid request: 'model': first model error; 'messages': bad messages; "
-                "'temperature': bad temperature"
-            ),
-            "type": "invalid_request_error",
-            "param": "model",
-            "code": None,
-        }
-    }
-
-
-def test_invalid_request_without_a_parameter_has_a_null_param() -> None:
-    exc = invalid_request([error((), "Input should be an object")], None)
-
-    assert exc.message == "Invalid request: Input should be an object"
-    assert exc.param is None
-
-
-def test_invalid_request_message_is_capped() -> None:
-    exc = invalid_request([error(("model",), "x" * 2000)], {})
-
-    assert len(exc.message) == 500
-    assert exc.message.startswith("Invalid request: 'model': xxx")

@@ -1,21 +1,34 @@
 """MockCerebrasClient: deterministic answers, streams that match them, spec-valid after mapping."""
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from openai.types.chat import ChatCompletion as OpenAIChatCompletion
 from openai.types.chat import ChatCompletionChunk as OpenAIChatCompletionChunk
 
+from ai_gateway.errors import GatewayError, InvalidRequest
 from ai_gateway.providers.cerebras import CerebrasProvider
+from ai_gateway.providers.cerebras_client import CerebrasAPI, CerebrasClient
 from ai_gateway.providers.cerebras_mock import (
     MOCK_CREATED,
     MOCK_FINGERPRINT,
+    MockAnswer,
     MockCerebrasClient,
+    answer_text,
+    message_text,
+    refusal,
+    requested_tool,
+    upstream_answer,
 )
+from ai_gateway.providers.normalizer import ChunkNormalizer, to_completion
+from ai_gateway.providers.wire import OpenAIWire, WireClient
+from ai_gateway.routing.outcome import Outcome, classify
 from ai_gateway.schemas import ModelCard, ModelList
-from tests.fakes import MODEL, chat_request
-from tests.openai_spec import assert_chunk, assert_completion, assert_model_list
+from tests.fake_upstream import FakeUpstream, json_reply
+from tests.fakes import MODEL, UPSTREAM_KEY, chat_request
+from tests.openai_spec import assert_chunk, assert_completion, assert_error, assert_model_list
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "system", "content": "be brief"},
@@ -261,9 +274,20 @@ async def test_list_models_is_fixed() -> None:
     assert await MockCerebrasClient().list_models() == models
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("model", ["gpt-oss-120b", "zai-glm-4.7", "llama3.1-8b"])
+async def test_every_listed_model_is_served(model: str) -> None:
+    answer = await MockCerebrasClient().chat(model, MESSAGES)
+
+    assert answer["model"] == model
+
+
 def test_mock_client_says_it_is_a_mock() -> None:
+    client = MockCerebrasClient()
+
     assert MockCerebrasClient.is_mock is True
-    assert repr(MockCerebrasClient()) == "MockCerebrasClient()"
+    assert repr(client) == "MockCerebrasClient()"
+    assert client.with_connect_timeout(1.0) is client
 
 
 # --------------------------------------------------------------------------- after mapping
@@ -328,3 +352,421 @@ async def test_mapped_model_list_is_valid() -> None:
         for model in ("gpt-oss-120b", "zai-glm-4.7", "llama3.1-8b")
     ]
     assert_model_list(ModelList(data=cards).model_dump(mode="json"))
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def tool(function: object, kind: object = "function") -> dict[str, Any]:
+    """A tools entry (or a tool_choice object) with any function value."""
+    return {"type": kind, "function": function}
+
+
+ROLES = "system, developer, user, assistant, tool"
+TOOL_CHOICE = "'none', 'auto', 'required' or a function object"
+FORMAT_TYPES = "'text', 'json_object' or 'json_schema'"
+
+# (request parameters, the parameter Cerebras names, what it expected there)
+REFUSALS: list[tuple[dict[str, Any], str, str]] = [
+    ({"max_tokens": 0}, "max_tokens", "an integer of at least 1"),
+    ({"max_tokens": -5}, "max_tokens", "an integer of at least 1"),
+    ({"max_tokens": "10"}, "max_tokens", "an integer of at least 1"),
+    ({"max_completion_tokens": 0}, "max_completion_tokens", "an integer of at least 1"),
+    ({"max_completion_tokens": True}, "max_completion_tokens", "an integer of at least 1"),
+    ({"max_completion_tokens": 2.5}, "max_completion_tokens", "an integer of at least 1"),
+    ({"n": 2}, "n", "1 (one choice per request)"),
+    ({"n": 0}, "n", "1 (one choice per request)"),
+    ({"n": True}, "n", "1 (one choice per request)"),
+    ({"tool_choice": "any"}, "tool_choice", TOOL_CHOICE),
+    ({"tool_choice": 5}, "tool_choice", TOOL_CHOICE),
+    ({"tool_choice": ["auto"]}, "tool_choice", TOOL_CHOICE),
+    ({"tool_choice": tool(5)}, "tool_choice.function", "an object"),
+    ({"tool_choice": tool({"name": 5})}, "tool_choice.function.name", "a string"),
+    ({"tool_choice": {"function": {"name": "f"}}}, "tool_choice.type", "'function'"),
+    ({"tools": TOOLS[0]}, "tools", "an array of tools"),
+    ({"tools": ["get_weather"]}, "tools[0]", "an object"),
+    ({"tools": [tool({"name": "f"}, kind="custom")]}, "tools[0].type", "'function'"),
+    ({"tools": [{"type": "function"}]}, "tools[0].function", "an object"),
+    ({"tools": [tool({})]}, "tools[0].function.name", "a string"),
+    (
+        {"tools": [TOOLS[0], tool({"name": "f", "parameters": []})]},
+        "tools[1].function.parameters",
+        "an object",
+    ),
+    ({"tools": [tool({"name": "f", "strict": "yes"})]}, "tools[0].function.strict", "a boolean"),
+    (
+        {"tools": [tool({"name": "f", "description": 1})]},
+        "tools[0].function.description",
+        "a string",
+    ),
+    ({"response_format": "json_object"}, "response_format", "an object"),
+    ({"response_format": {"type": "yaml"}}, "response_format.type", FORMAT_TYPES),
+    ({"response_format": {}}, "response_format.type", FORMAT_TYPES),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema", "an object"),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+        "response_format.json_schema.name",
+        "a string",
+    ),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": "{}"}}},
+        "response_format.json_schema.schema",
+        "an object",
+    ),
+    ({"reasoning_effort": "minimal"}, "reasoning_effort", "one of none, low, medium, high"),
+    (
+        {"reasoning_format": "json"},
+        "reasoning_format",
+        "one of none, parsed, text_parsed, raw, hidden",
+    ),
+    ({"service_tier": "scale"}, "service_tier", "one of auto, default, flex, priority"),
+]
+ACCEPTED: list[dict[str, Any]] = [
+    {"max_tokens": None, "n": None, "tool_choice": None, "tools": None, "response_format": None},
+    {"max_tokens": 1, "max_completion_tokens": 1, "n": 1},
+    {"tools": [], "tool_choice": "none"},
+    {"tools": [tool({"name": "f", "description": None, "parameters": {}, "strict": True})]},
+    {"response_format": {"type": "text"}},
+    {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": False}}},
+    {"reasoning_effort": "low", "reasoning_format": "parsed", "service_tier": "flex"},
+    {"temperature": 7, "top_p": "odd", "unknown_field": [1, {"x": None}]},
+]
+
+
+def envelope(param: str, message: str, code: str = "invalid_value") -> dict[str, Any]:
+    """The OpenAI error body the caller gets for a refusal."""
+    body = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return {"error": body}
+
+
+async def mock_outcome(
+    model: str, messages: list[dict[str, Any]], params: dict[str, Any], *, stream: bool
+) -> list[dict[str, Any]] | GatewayError:
+    """The mock's chunks (or its one completion), or the error it raised."""
+    client = MockCerebrasClient()
+    try:
+        if stream:
+            return [chunk async for chunk in client.stream_chat(model, messages, **params)]
+        return [await client.chat(model, messages, **params)]
+    except GatewayError as error:
+        return error
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("params", "param", "expected"), REFUSALS)
+async def test_a_value_cerebras_refuses_is_a_400_naming_the_parameter(
+    params: dict[str, Any], param: str, expected: str, stream: bool
+) -> None:
+    error = await mock_outcome(MODEL, MESSAGES, params, stream=stream)
+
+    assert isinstance(error, InvalidRequest)
+    assert error.status_code == 400
+    assert error.envelope() == envelope(param, f"Invalid '{param}': expected {expected}.")
+    assert_error(error.envelope())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("params", ACCEPTED)
+async def test_well_formed_values_are_served(params: dict[str, Any], stream: bool) -> None:
+    outcome = await mock_outcome(MODEL, MESSAGES, params, stream=stream)
+
+    assert isinstance(outcome, list)
+    assert outcome
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_unknown_model_is_a_404_model_not_found(stream: bool) -> None:
+    error = await mock_outcome("llama-3.3-70b", MESSAGES, {}, stream=stream)
+
+    assert isinstance(error, InvalidRequest)
+    assert error.status_code == 404
+    assert error.envelope() == envelope(
+        "model",
+        "Model llama-3.3-70b does not exist or you do not have access to it. "
+        "Mock mode serves gpt-oss-120b, zai-glm-4.7, llama3.1-8b.",
+        code="model_not_found",
+    )
+
+
+@pytest.mark.anyio
+async def test_the_model_is_checked_before_the_parameters() -> None:
+    error = await mock_outcome("any-model", MESSAGES, {"max_tokens": 0}, stream=False)
+
+    assert isinstance(error, InvalidRequest)
+    assert (error.status_code, error.code) == (404, "model_not_found")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("role", ["function", "bot", None, 5, ["user"]])
+async def test_a_role_cerebras_does_not_know_is_refused(role: object) -> None:
+    messages = [{"role": "user", "content": "hi"}, {"role": role, "name": "f", "content": "x"}]
+
+    error = await mock_outcome(MODEL, messages, {}, stream=False)
+
+    assert isinstance(error, InvalidRequest)
+    expected = f"Invalid 'messages[1].role': expected one of {ROLES}."
+    assert error.envelope() == envelope("messages[1].role", expected)
+
+
+@pytest.mark.anyio
+async def test_a_refused_stream_fails_before_its_first_chunk() -> None:
+    stream = MockCerebrasClient().stream_chat(MODEL, MESSAGES, stream=True, n=3)
+
+    with pytest.raises(InvalidRequest):
+        await anext(stream)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("overrides", [{"model": "any-model"}, {"max_completion_tokens": 0}])
+async def test_the_provider_passes_a_refusal_through_unchanged(overrides: dict[str, Any]) -> None:
+    provider = CerebrasProvider(MockCerebrasClient())
+    request = chat_request(**overrides)
+
+    with pytest.raises(InvalidRequest) as from_chat:
+        await provider.chat_completions(request)
+    with pytest.raises(InvalidRequest) as from_stream:
+        async for _ in provider.stream_chat_completions(chat_request(stream=True, **overrides)):
+            pass
+
+    assert from_chat.value.envelope() == from_stream.value.envelope()
+    assert from_chat.value.status_code == from_stream.value.status_code
+
+
+def test_routing_falls_back_on_an_unknown_model_and_stops_on_an_invalid_value() -> None:
+    unknown = refusal("any-model", MESSAGES, {})
+    invalid = refusal(MODEL, MESSAGES, {"n": 2})
+
+    assert unknown is not None
+    assert invalid is not None
+    assert classify(unknown, fallback_on_context_length=False) is Outcome.FALL_BACK
+    assert classify(invalid, fallback_on_context_length=False) is Outcome.STOP
+
+
+@pytest.mark.parametrize("messages", [{"role": "user", "content": "hi"}, "hi", 5, None])
+def test_messages_that_are_not_an_array_are_refused(messages: Any) -> None:
+    error = refusal(MODEL, messages, {})
+
+    assert isinstance(error, InvalidRequest)
+    expected = "Invalid 'messages': expected an array of messages."
+    assert error.envelope() == envelope("messages", expected)
+
+
+def test_a_request_cerebras_would_serve_has_no_refusal() -> None:
+    assert upstream_answer(MODEL, MESSAGES, {"tools": TOOLS, "tool_choice": "required"}) is None
+    assert refusal(MODEL, MESSAGES, {}) is None
+
+
+# --------------------------------------------------------------------------- the same as real mode
+
+
+@pytest.fixture(params=["sdk", "native"])
+async def real_client(
+    request: pytest.FixtureRequest, fake_upstream: FakeUpstream
+) -> AsyncIterator[CerebrasAPI]:
+    """A real-mode client over one transport, pointed at the fake upstream."""
+    if request.param == "sdk":
+        sdk_client = CerebrasClient(UPSTREAM_KEY, base_url=fake_upstream.url, timeout=2.0)
+        yield sdk_client
+        await sdk_client.aclose()
+        return
+    wire = WireClient(timeout=2.0)
+    yield OpenAIWire(
+        wire, provider="cerebras", base_url=f"{fake_upstream.url}/v1", api_key=UPSTREAM_KEY
+    )
+    await wire.aclose()
+
+
+PARITY_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("any-model", {}),
+    (MODEL, {"max_tokens": 0}),
+    (MODEL, {"tool_choice": tool(5)}),
+    (MODEL, {"response_format": {"type": "json_schema"}}),
+]
+
+
+async def real_outcome(
+    client: CerebrasAPI, model: str, params: dict[str, Any], *, stream: bool
+) -> list[dict[str, Any]]:
+    """What a real-mode client gives for the request: its chunks or its one completion."""
+    if stream:
+        return [chunk async for chunk in client.stream_chat(model, MESSAGES, **params)]
+    return [await client.chat(model, MESSAGES, **params)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("model", "params"), PARITY_CASES)
+async def test_a_refusal_is_the_error_real_mode_raises_for_the_same_answer(
+    real_client: CerebrasAPI,
+    fake_upstream: FakeUpstream,
+    model: str,
+    params: dict[str, Any],
+    stream: bool,
+) -> None:
+    answer = upstream_answer(model, MESSAGES, params)
+    assert answer is not None
+    status, body = answer
+    fake_upstream.reply(json_reply(body, status=status))
+    mocked = await mock_outcome(model, MESSAGES, params, stream=stream)
+
+    with pytest.raises(GatewayError) as real:
+        await real_outcome(real_client, model, params, stream=stream)
+
+    assert isinstance(mocked, GatewayError)
+    assert type(real.value) is type(mocked)
+    assert real.value.status_code == mocked.status_code
+    assert real.value.envelope() == mocked.envelope()
+    assert real.value.headers == mocked.headers
+
+
+# --------------------------------------------------------------------------- totality
+
+
+ODD_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    2,
+    1.5,
+    "",
+    "auto",
+    "required",
+    "json_object",
+    [],
+    [1],
+    [None],
+    ["x"],
+    [[]],
+    {},
+    {"type": None},
+    {"type": "function"},
+    {"type": "function", "function": 5},
+    {"type": "function", "function": []},
+    {"type": "function", "function": {"name": 5}},
+    {"type": "function", "function": {"name": ""}},
+    {"type": "json_schema"},
+    {"type": "json_schema", "json_schema": []},
+    {"type": ["json_object"]},
+    [{"type": "function", "function": {"name": []}}],
+    [{"type": "function", "function": None}],
+    [{"function": {"name": "f"}}],
+    [5, {"type": "function"}],
+]
+ODD_FIELDS = [
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "tool_choice",
+    "tools",
+    "response_format",
+    "reasoning_effort",
+    "reasoning_format",
+    "service_tier",
+    "stream_options",
+    "stop",
+    "seed",
+    "unknown_field",
+]
+
+
+def odd_params(field: str) -> list[dict[str, Any]]:
+    """Every odd value in one field, alone and next to what makes the mock read it."""
+    if field == "tool_choice":
+        return [{"tool_choice": value, "tools": TOOLS} for value in ODD_VALUES]
+    if field == "tools":
+        return [{"tool_choice": "required", "tools": value} for value in ODD_VALUES]
+    if field == "response_format":
+        return [{"response_format": value, "max_tokens": 2} for value in ODD_VALUES]
+    return [{field: value} for value in ODD_VALUES]
+
+
+ODD_CONTENT: list[Any] = [
+    None,
+    5,
+    "",
+    [],
+    [5],
+    [None],
+    [{"type": "text"}],
+    [{"type": "text", "text": 5}],
+    [{"type": "image_url", "image_url": {"url": "x"}}],
+    {"text": "x"},
+]
+ODD_MESSAGES: list[list[Any]] = [
+    [],
+    ["hi"],
+    [5],
+    [None],
+    [[]],
+    [{}],
+    [{"role": 5}],
+    [{"role": ["user"], "content": "x"}],
+    *([{"role": "user", "content": content}] for content in ODD_CONTENT),
+]
+
+
+async def assert_answer_or_refusal(
+    messages: list[Any], params: dict[str, Any], *, stream: bool
+) -> None:
+    """The mock serves a well-formed answer or refuses with a 400; nothing else."""
+    outcome = await mock_outcome(MODEL, messages, params, stream=stream)
+    if isinstance(outcome, GatewayError):
+        assert isinstance(outcome, InvalidRequest), (messages, params)
+        assert outcome.status_code == 400, (messages, params)
+        assert_error(outcome.envelope())
+        return
+    if not stream:
+        assert_completion(to_completion("cerebras", outcome[0]).data)
+        return
+    normalizer = ChunkNormalizer("cerebras")
+    for data in outcome:
+        for chunk in normalizer.feed(data):
+            assert_chunk(chunk.data)
+    normalizer.check_finished()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("field", ODD_FIELDS)
+async def test_any_json_parameter_gives_an_answer_or_a_400(field: str, stream: bool) -> None:
+    for params in odd_params(field):
+        await assert_answer_or_refusal(MESSAGES, params, stream=stream)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_any_json_messages_give_an_answer_or_a_400(stream: bool) -> None:
+    for messages in ODD_MESSAGES:
+        await assert_answer_or_refusal(messages, {}, stream=stream)
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=lambda value: json.dumps(value))
+def test_every_helper_is_total(value: Any) -> None:
+    params = {
+        "tool_choice": value,
+        "tools": value,
+        "response_format": value,
+        "max_tokens": value,
+        "max_completion_tokens": value,
+    }
+
+    name = requested_tool(params)
+    text, finish = answer_text([], params)
+    answer = MockAnswer.for_request(MODEL, [value, {"role": "user", "content": value}], params)
+
+    assert name is None or isinstance(name, str)
+    assert isinstance(text, str)
+    assert finish in ("stop", "length")
+    assert message_text(value) == ""
+    assert answer.completion()["choices"][0]["finish_reason"] in ("stop", "length", "tool_calls")
+    assert answer.chunks()[-1]["usage"] == answer.usage()
+
+
+def test_tool_choice_function_not_an_object_forces_no_call() -> None:
+    assert requested_tool({"tool_choice": tool(5), "tools": TOOLS}) is None
+    assert requested_tool({"tool_choice": "required", "tools": [5]}) is None
+    assert requested_tool({"tool_choice": "required", "tools": {"a": 1}}) is None

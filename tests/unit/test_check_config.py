@@ -1,6 +1,7 @@
 """`ai-gateway check-config`: the resolved routing table, or exit 2 with every problem."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,17 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"
 def _no_global_logging_setup(monkeypatch: pytest.MonkeyPatch) -> None:
     """The command's logging set-up would point structlog at pytest's captured stream."""
     monkeypatch.setattr(cli, "configure_logging", lambda level, fmt: None)
+
+
+@pytest.fixture(autouse=True)
+def _no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binding a port or starting a server is a test failure unless a test allows it."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        pytest.fail("the command bound a port or started a server")
+
+    monkeypatch.setattr(uvicorn.Config, "bind_socket", refuse)
+    monkeypatch.setattr(cli, "run_server", refuse)
 
 
 def check(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -180,15 +192,16 @@ def test_serve_takes_the_config_file_as_a_flag_too(
 
 
 def test_workers_check_the_file_once_and_inherit_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[dict[str, object]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(kwargs))
+    started: list[uvicorn.Config] = []
+    monkeypatch.setattr(uvicorn.Config, "bind_socket", lambda config: socket.socket())
+    monkeypatch.setattr(cli, "run_server", lambda config, sock: started.append(config))
     exported = {"GATEWAY_API_KEYS": "sk-test", "LOG_LEVEL": "info", "AI_GATEWAY_CONFIG": ""}
     for name, value in {**exported, "CEREBRAS_MOCK": "true"}.items():
         monkeypatch.setenv(name, value)  # restored after the test: serve exports these
 
     main(["serve", "--workers", "2", "--config", str(EXAMPLE)])
 
-    assert started[0]["workers"] == 2
+    assert started[0].workers == 2
     assert os.environ["AI_GATEWAY_CONFIG"] == str(EXAMPLE)
 
 
@@ -197,13 +210,47 @@ def test_workers_refuse_a_bad_file_before_starting(
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("aliases:\n  a:\n    deployments: [{model: nosuch/m}]\n")
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("server started"))
     monkeypatch.setenv("GATEWAY_API_KEYS", "sk-test")
 
     with pytest.raises(SystemExit) as exited:
         main(["serve", "--workers", "2", "--config", str(bad)])
 
     assert exited.value.code == 2
+
+
+def test_yaml_errors_name_the_file_not_a_unicode_string(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "gw.yaml"
+    bad.write_text("routing:\n  retries: 1\n  retries: 2\n")
+
+    code, _, err = check(["--config", str(bad)], capsys)
+
+    assert code == 2
+    assert f'in "{bad}", line 3, column 3' in err
+    assert "<unicode string>" not in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CEREBRAS_BASE_URL", "api.cerebras.ai"),
+        ("CEREBRAS_BASE_URL", "ftp://x"),
+        ("GROQ_BASE_URL", "groq.example/v1"),
+        ("OLLAMA_BASE_URL", "http://127.0.0.1:port/v1"),
+    ],
+)
+def test_a_malformed_base_url_variable_stops_with_exit_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    code, out, err = check([], capsys)
+
+    assert code == 2
+    assert "OK" not in out
+    assert err.startswith(f"ai-gateway: configuration error: {variable} ")
+    assert len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("where", ["params: {seed: reject}", "models: {m: {params: {seed: drop}}}"])

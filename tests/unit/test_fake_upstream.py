@@ -8,7 +8,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fake_upstream import FakeUpstream, RecordedRequest, Reply, json_reply, sse_reply
+from tests.fake_upstream import (
+    FakeUpstream,
+    RecordedRequest,
+    Reply,
+    gzip_reply,
+    json_reply,
+    sse_reply,
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +145,30 @@ def test_unscripted_request_gets_599(fake: FakeUpstream, client: httpx.Client) -
     assert response.status_code == 599
     assert response.json() == {"error": {"message": "fake upstream: no scripted reply"}}
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("is_chunked", [False, True])
+def test_gzip_reply_inflates_to_its_pieces(
+    fake: FakeUpstream, client: httpx.Client, is_chunked: bool
+) -> None:
+    pieces = [b"x" * 40_000, b"y" * 40_000]
+    fake.reply(gzip_reply(pieces, content_type="text/plain", is_chunked=is_chunked))
+
+    response = client.get("/gzip")
+
+    assert response.headers["content-encoding"] == "gzip"
+    assert ("transfer-encoding" in response.headers) is is_chunked
+    assert response.content == b"".join(pieces)
+
+
+def test_a_declared_length_over_the_body_holds_the_connection(
+    fake: FakeUpstream, client: httpx.Client
+) -> None:
+    fake.reply(Reply(body=b"{}", content_length=10**9))
+
+    with client.stream("GET", "/big", timeout=0.2) as response:
+        assert response.headers["content-length"] == str(10**9)
+        with pytest.raises(httpx.ReadTimeout):
+            response.read()
+
+    assert fake.wait_for_disconnects(1, timeout=2.0)

@@ -27,10 +27,12 @@ from ai_gateway.providers.upstream_errors import (
     from_upstream_status,
     malformed,
     retry_headers,
-    scrub,
+    too_large,
     upstream_field,
     upstream_message,
+    upstream_text,
 )
+from ai_gateway.redaction import Redactor
 from tests.fakes import MODEL, UPSTREAM_KEY, chunk_payloads, completion_payload
 from tests.openai_spec import assert_chunk, assert_completion
 
@@ -373,7 +375,7 @@ def test_rate_limit_without_a_message_has_a_default_one() -> None:
 def test_upstream_messages_are_scrubbed(status: int) -> None:
     body = {"message": f"bad key {UPSTREAM_KEY}!"}
 
-    error = from_upstream_status("cerebras", status, body, secrets=[UPSTREAM_KEY])
+    error = from_upstream_status("cerebras", status, body, redactor=Redactor([UPSTREAM_KEY]))
 
     assert error.message == "bad key [redacted]!"
 
@@ -406,15 +408,41 @@ def test_malformed_is_a_502() -> None:
     assert error.message == "cerebras returned a malformed response: no choices"
 
 
-# --------------------------------------------------------------------------- scrub
+# --------------------------------------------------------------------------- Redactor
+
+CONFIGURED_KEY = "plainvendorkey0123456789"  # no known shape: only the configured list catches it
 
 
-def test_scrub_removes_known_secrets() -> None:
-    assert scrub("token=abc123 ok", ["abc123"]) == "token=[redacted] ok"
+def test_redactor_removes_configured_keys() -> None:
+    redactor = Redactor(["abc123xyz9", CONFIGURED_KEY])
+
+    text = redactor.redact(f"token=abc123xyz9 ok, and {CONFIGURED_KEY}.")
+
+    assert text == "token=[redacted] ok, and [redacted]."
 
 
-def test_scrub_ignores_empty_secrets() -> None:
-    assert scrub("plain text", ["", ""]) == "plain text"
+def test_redactor_removes_the_longer_of_two_overlapping_keys_whole() -> None:
+    redactor = Redactor(["abcdefgh", "abcdefgh-and-more"])
+
+    assert redactor.redact("x abcdefgh-and-more y") == "x [redacted] y"
+
+
+@pytest.mark.parametrize("placeholder", ["", "none", "ollama"])
+def test_redactor_ignores_empty_and_placeholder_keys(placeholder: str) -> None:
+    text = "none of the ollama models match"
+
+    assert Redactor([placeholder]).redact(text) == text
+
+
+def test_redactor_including_adds_keys_and_keeps_itself_when_nothing_is_new() -> None:
+    redactor = Redactor([CONFIGURED_KEY])
+
+    assert redactor.including(CONFIGURED_KEY, "") is redactor
+    assert redactor.including("another-plain-key").redact("another-plain-key") == "[redacted]"
+
+
+def test_redactor_repr_shows_no_key() -> None:
+    assert CONFIGURED_KEY not in repr(Redactor([CONFIGURED_KEY]))
 
 
 @pytest.mark.parametrize(
@@ -422,25 +450,104 @@ def test_scrub_ignores_empty_secrets() -> None:
     [
         "csk-abcdefgh12345678",
         "sk-proj-abcdefgh1234",
+        "sk-ant-api03-abcdefgh1234",
+        "sk-or-v1-0123456789abcdef",
+        "sk-0123456789abcdef",
+        "gsk_abcdefgh12345678",
+        "GSK_ABCDEFGH12345678",
+        "xai-abcdefgh12345678",
+        "fw_abcdefgh12345678",
+        "AIzaSyA1234567890abcdefghijklmnopqrstu",
         "Bearer sk-abcdefghij",
+        "Bearer plainbearertoken1",
         "api_key-0123456789",
         "api-key_0123456789",
         "key-abcdefghijkl",
     ],
 )
-def test_scrub_removes_anything_shaped_like_a_key(shaped: str) -> None:
-    assert scrub(f"got {shaped} here") == "got [redacted] here"
+def test_redactor_removes_anything_shaped_like_a_key(shaped: str) -> None:
+    assert Redactor().redact(f"got {shaped} here") == "got [redacted] here"
 
 
 @pytest.mark.parametrize(
-    "text", ["monkey-business-plan", "the key is wrong", "sk-short", "Field required"]
+    "text",
+    [
+        "monkey-business-plan",
+        "the key is wrong",
+        "sk-short",
+        "Field required",
+        "model xai-grok-2-latest does not exist",
+        "the bearer of bad news",
+        "Missing bearer authentication header",
+    ],
 )
-def test_scrub_leaves_ordinary_text(text: str) -> None:
-    assert scrub(text) == text
+def test_redactor_leaves_ordinary_text(text: str) -> None:
+    assert Redactor().redact(text) == text
 
 
-def test_scrub_truncates_long_messages() -> None:
-    assert scrub("x" * (MAX_UPSTREAM_MESSAGE + 50)) == "x" * MAX_UPSTREAM_MESSAGE
+def test_upstream_text_is_cut_after_redacting() -> None:
+    key_at_the_cut = "x" * (MAX_UPSTREAM_MESSAGE - 10) + " " + UPSTREAM_KEY
+
+    text = upstream_text(key_at_the_cut, Redactor())
+
+    assert text == ("x" * (MAX_UPSTREAM_MESSAGE - 10) + " [redacted]")[:MAX_UPSTREAM_MESSAGE]
+    assert upstream_text("y" * (MAX_UPSTREAM_MESSAGE + 50), Redactor()) == (
+        "y" * MAX_UPSTREAM_MESSAGE
+    )
+    assert upstream_text(None, Redactor()) is None
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 413, 422, 429])
+@pytest.mark.parametrize("field", ["message", "code", "param"])
+def test_every_upstream_string_of_an_error_is_redacted(status: int, field: str) -> None:
+    body = {"error": {"message": "no", "code": "c", "param": "p", field: f"k={CONFIGURED_KEY}"}}
+
+    error = from_upstream_status("groq", status, body, redactor=Redactor([CONFIGURED_KEY]))
+
+    assert CONFIGURED_KEY not in str(error.envelope())
+    # A rate limit names no parameter.
+    expected = None if (status, field) == (429, "param") else "k=[redacted]"
+    assert error.envelope()["error"][field] == expected
+
+
+def test_upstream_code_and_param_are_cut_to_a_bounded_length() -> None:
+    body = {"error": {"message": "m", "code": "c" * 5000, "param": "p" * 5000}}
+
+    error = from_upstream_status("groq", 400, body)
+
+    assert (len(error.code or ""), len(error.param or "")) == (MAX_UPSTREAM_MESSAGE,) * 2
+
+
+def test_error_in_body_redacts_key_shapes_without_a_redactor() -> None:
+    body = {"error": {"message": "Invalid API key: sk-up0123456789"}, "status_code": 400}
+
+    error = error_in_body("cerebras", body)
+
+    assert error is not None
+    assert error.message == "Invalid API key: [redacted]"
+
+
+def test_error_in_body_redacts_configured_keys_with_the_redactor() -> None:
+    body = {
+        "error": {"message": f"bad {CONFIGURED_KEY}", "code": CONFIGURED_KEY},
+        "status_code": 400,
+    }
+
+    error = error_in_body("groq", body, Redactor([CONFIGURED_KEY]))
+
+    assert error is not None
+    assert (error.message, error.code) == ("bad [redacted]", "[redacted]")
+
+
+def test_error_in_body_ignores_a_null_error() -> None:
+    assert error_in_body("cerebras", {"error": None, "choices": []}) is None
+
+
+def test_too_large_is_a_502_with_its_own_code() -> None:
+    error = too_large("groq", 1024, what="stream event")
+
+    assert (error.status_code, error.code) == (502, "upstream_response_too_large")
+    assert error.message == "groq sent a stream event larger than 1024 bytes"
 
 
 # --------------------------------------------------------------------------- upstream_message

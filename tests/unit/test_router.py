@@ -236,7 +236,7 @@ async def test_nothing_is_tried_after_the_deadline() -> None:
         await router.complete(route, chat_request())
 
     assert failure.value.code == "upstream_timeout"
-    assert "within 0.1 s" in failure.value.message
+    assert "within the request's time limit of 0.1 s" in failure.value.message
     assert never.calls == 0
 
 

@@ -8,7 +8,14 @@ import anyio
 import pytest
 from starlette.types import Message
 
-from ai_gateway.api.streaming import DONE, EventStreamResponse, encode_error, encode_event
+from ai_gateway.api.record import RequestRecord
+from ai_gateway.api.streaming import (
+    DONE,
+    SEND_TIMEOUT,
+    EventStreamResponse,
+    encode_error,
+    encode_event,
+)
 from ai_gateway.errors import InvalidRequest, ProviderError
 
 SCOPE: dict[str, Any] = {"type": "http", "method": "POST", "path": "/v1/chat/completions"}
@@ -18,6 +25,24 @@ async def never_disconnects() -> dict[str, Any]:
     """An ASGI receive for a client that stays connected."""
     await asyncio.Event().wait()
     raise AssertionError("unreachable")
+
+
+def streamed(
+    frames: AsyncGenerator[bytes, None],
+    *,
+    headers: dict[str, str] | None = None,
+    close: Any = None,
+    send_timeout_s: float = 5.0,
+    record: RequestRecord | None = None,
+) -> EventStreamResponse:
+    """An EventStreamResponse over `frames`."""
+    return EventStreamResponse(
+        frames,
+        headers=headers or {},
+        close=close,
+        record=record or RequestRecord("req", "POST", "/v1/chat/completions"),
+        send_timeout_s=send_timeout_s,
+    )
 
 
 def test_encode_event_is_one_complete_sse_event() -> None:
@@ -60,7 +85,7 @@ async def test_the_first_frame_leaves_alone_and_the_ready_rest_in_one_write() ->
     async def send(message: Message) -> None:
         sent.append(message)
 
-    response = EventStreamResponse(frames(), headers={"x-test": "1"})
+    response = streamed(frames(), headers={"x-test": "1"})
     with anyio.fail_after(1):
         await response(SCOPE, never_disconnects, send)
 
@@ -87,17 +112,18 @@ async def test_frames_that_arrive_apart_are_sent_apart_in_order() -> None:
         sent.append(message)
 
     with anyio.fail_after(1):
-        await EventStreamResponse(frames(), headers={})(SCOPE, never_disconnects, send)
+        await streamed(frames())(SCOPE, never_disconnects, send)
 
     assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n", b""]
     assert [m.get("more_body") for m in sent[1:]] == [True, True, False]
 
 
 @pytest.mark.anyio
-async def test_client_disconnect_closes_a_blocked_frame_generator_promptly() -> None:
-    first_frame_sent = asyncio.Event()
+async def test_a_cancelled_response_closes_a_blocked_frame_generator_and_the_upstream() -> None:
+    """The dispatch cancels the request when its caller leaves; the stream ends with it."""
     blocked = asyncio.Event()
     closed: list[bool] = []
+    released: list[bool] = []
 
     async def frames() -> AsyncGenerator[bytes, None]:
         try:
@@ -108,37 +134,30 @@ async def test_client_disconnect_closes_a_blocked_frame_generator_promptly() -> 
         finally:
             closed.append(True)
 
-    receives: list[str] = []
-
-    async def receive() -> dict[str, Any]:
-        if not receives:
-            receives.append("http.request")
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await first_frame_sent.wait()
-        await blocked.wait()
-        receives.append("http.disconnect")
-        return {"type": "http.disconnect"}
+    async def release() -> None:
+        released.append(True)
 
     sent: list[Message] = []
 
     async def send(message: Message) -> None:
         sent.append(message)
-        if message.get("body"):
-            first_frame_sent.set()
 
-    response = EventStreamResponse(frames(), headers={})
+    task = asyncio.ensure_future(streamed(frames(), close=release)(SCOPE, never_disconnects, send))
     with anyio.fail_after(1):
-        await response(SCOPE, receive, send)
+        await blocked.wait()
+        task.cancel()
+        await asyncio.wait({task})
 
+    assert task.cancelled()
     assert closed == [True]
-    assert receives == ["http.request", "http.disconnect"]
-    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert released == [True]
     assert sent[1] == {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True}
 
 
 @pytest.mark.anyio
-async def test_a_slow_client_that_goes_away_ends_the_response_and_closes_the_frames() -> None:
+async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout() -> None:
     closed = asyncio.Event()
+    released: list[bool] = []
 
     async def frames() -> AsyncGenerator[bytes, None]:
         try:
@@ -146,6 +165,9 @@ async def test_a_slow_client_that_goes_away_ends_the_response_and_closes_the_fra
                 yield b"data: x\n\n"
         finally:
             closed.set()
+
+    async def release() -> None:
+        released.append(True)
 
     bodies = 0
 
@@ -156,17 +178,32 @@ async def test_a_slow_client_that_goes_away_ends_the_response_and_closes_the_fra
             if bodies > 1:
                 await asyncio.Event().wait()  # the client stopped reading
 
-    async def leaves_soon() -> dict[str, Any]:
-        await asyncio.sleep(0.05)
-        return {"type": "http.disconnect"}
+    record = RequestRecord("req", "POST", "/v1/chat/completions")
+    response = streamed(frames(), close=release, send_timeout_s=0.2, record=record)
+    with anyio.fail_after(3):
+        await response(SCOPE, never_disconnects, stuck_after_first_write)
 
-    response = EventStreamResponse(frames(), headers={})
-    task = asyncio.ensure_future(response(SCOPE, leaves_soon, stuck_after_first_write))
-    done, _ = await asyncio.wait({task}, timeout=3)
-    task.cancel()
-
-    assert task in done  # ended by the disconnect, not still waiting
     assert closed.is_set()
+    assert released == [True]
+    assert record.error_code == SEND_TIMEOUT
+
+
+@pytest.mark.anyio
+async def test_a_slow_upstream_is_not_a_send_timeout() -> None:
+    async def frames() -> AsyncGenerator[bytes, None]:
+        for frame in (b"data: 1\n\n", b"data: 2\n\n"):
+            await asyncio.sleep(0.15)
+            yield frame
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(2):
+        await streamed(frames(), send_timeout_s=0.1)(SCOPE, never_disconnects, send)
+
+    assert b"".join(m.get("body", b"") for m in sent) == b"data: 1\n\ndata: 2\n\n"
 
 
 @pytest.mark.anyio
@@ -182,7 +219,7 @@ async def test_the_upstream_is_released_even_when_the_response_never_starts() ->
     async def client_gone(message: Message) -> None:
         raise OSError("client gone")
 
-    response = EventStreamResponse(frames(), headers={}, close=release)
+    response = streamed(frames(), close=release)
     with pytest.raises(OSError, match="client gone"):
         await response(SCOPE, never_disconnects, client_gone)
 

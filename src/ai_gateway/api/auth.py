@@ -1,6 +1,4 @@
-"""auth_bearer: the caller must present a gateway key as `Authorization: Bearer <key>`."""
-
-from fastapi import Request
+"""The caller's gateway key: `Authorization: Bearer <key>`, checked against the KeyStore."""
 
 from ai_gateway.errors import AuthenticationFailed
 from ai_gateway.keys import KeyStore
@@ -25,8 +23,7 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
-async def auth_bearer(request: Request) -> None:
+def authenticate(keys: KeyStore, authorization: str | None) -> None:
     """Reject the request unless it carries a known gateway key (compared in constant time)."""
-    keys: KeyStore = request.app.state.keys
-    if not keys.verify(bearer_token(request.headers.get("authorization"))):
+    if not keys.verify(bearer_token(authorization)):
         raise AuthenticationFailed("Incorrect API key provided.", headers=CHALLENGE)

@@ -1,11 +1,13 @@
 """RequestRecord: what the request's single log line reports, filled in as the request runs."""
 
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from ai_gateway.schemas import Usage
+
+CLIENT_CLOSED = "client_closed"
+CLIENT_CLOSED_STATUS = 499
 
 
 @dataclass(slots=True)
@@ -27,6 +29,10 @@ class RequestRecord:
     gateway_ms: float | None = None
     usage: Usage | None = None
     error_code: str | None = None
+    is_finished: bool = False
+    """The response's last byte has been handed to the server."""
+    is_client_closed: bool = False
+    """The caller went away before the response ended."""
 
     def note_upstream(self, since: float) -> None:
         """Record the upstream's time (to the answer, or to the first chunk of a stream)."""
@@ -50,7 +56,8 @@ class RequestRecord:
         return {
             "method": self.method,
             "path": self.path,
-            "status": self.status,
+            # 499 (the caller closed the request) exists only here, never on the wire
+            "status": CLIENT_CLOSED_STATUS if self.is_client_closed else self.status,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
             "upstream_ms": self.upstream_ms,
             "gateway_ms": self.gateway_ms,
@@ -62,14 +69,5 @@ class RequestRecord:
             "stream": self.is_stream,
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
-            "error_code": self.error_code,
+            "error_code": CLIENT_CLOSED if self.is_client_closed else self.error_code,
         }
-
-
-current_record: ContextVar[RequestRecord | None] = ContextVar("current_record", default=None)
-
-
-def record_of_request() -> RequestRecord:
-    """The running request's record (a detached one outside the middleware, e.g. in unit tests)."""
-    record = current_record.get()
-    return record if record is not None else RequestRecord("-", "-", "-")

@@ -1,17 +1,19 @@
-"""Routes: chat completions (unified and per provider), model lists, health."""
+"""The endpoints (chat completions, model lists, deployment health, health, readiness) and the
+route table that finds one for a method and path."""
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import structlog
-from fastapi import APIRouter, Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
-from ai_gateway.api.auth import auth_bearer
-from ai_gateway.api.body import read_chat_request
-from ai_gateway.api.deps import CallerDep, RouterDep, router_of, settings_of
-from ai_gateway.api.record import RequestRecord, record_of_request
+from ai_gateway.api.body import parse_chat_request
+from ai_gateway.api.record import RequestRecord
 from ai_gateway.api.streaming import event_stream
 from ai_gateway.config.constants import (
     CHAT_COMPLETIONS_PATH,
@@ -20,25 +22,49 @@ from ai_gateway.config.constants import (
     HEALTH_PATH,
     MOCK_HEADER,
     MODELS_PATH,
+    READY_PATH,
 )
-from ai_gateway.errors import GatewayError
+from ai_gateway.errors import GatewayError, MethodNotAllowed, NotFound, ServiceUnavailable
+from ai_gateway.providers.protocol import ChatProvider
 from ai_gateway.routing.route import Deployment, Route
 from ai_gateway.routing.router import Router, Served
 from ai_gateway.schemas import ChatCompletionRequest, ModelCard, ModelList
 
 log = structlog.get_logger(__name__)
 
-api_router = APIRouter()
 ALIAS_OWNER = "ai_gateway"
 
 
-def json_response(payload: object, headers: dict[str, str] | None = None) -> Response:
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as an endpoint sees it: authenticated, its provider found, its body read."""
+
+    request: Request
+    record: RequestRecord
+    provider: ChatProvider | None
+    body: bytes
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What serves one method on one path, and what the dispatch does before it."""
+
+    handle: Handler
+    needs_key: bool = True
+    reads_body: bool = False
+
+
+def json_response(payload: object, headers: Mapping[str, str] | None = None) -> Response:
     """A JSON body serialised with orjson."""
     return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
 def served_headers(deployment: Deployment) -> dict[str, str]:
-    """Response headers naming what served the request."""
+    """Response headers naming what served the request (model ids are checked at the door to
+    be printable ASCII, so they are safe in a header)."""
     headers = {DEPLOYMENT_HEADER: deployment.key}
     if deployment.provider.is_mock:
         headers[MOCK_HEADER] = "true"
@@ -55,13 +81,18 @@ def note_served(record: RequestRecord, served: Served[Any], started: float) -> N
 
 
 async def complete(
-    router: Router, route: Route, body: ChatCompletionRequest, record: RequestRecord
+    router: Router,
+    route: Route,
+    body: ChatCompletionRequest,
+    record: RequestRecord,
+    *,
+    send_timeout_s: float,
 ) -> Response:
     """Serve one chat request over `route`, as JSON or as an event stream."""
     record.route, record.is_stream = route.name, body.is_streaming
     try:
         if body.is_streaming:
-            return await stream_response(router, route, body, record)
+            return await stream_response(router, route, body, record, send_timeout_s=send_timeout_s)
         return await json_answer(router, route, body, record)
     except GatewayError as error:
         record.attempts = error.attempts
@@ -80,7 +111,12 @@ async def json_answer(
 
 
 async def stream_response(
-    router: Router, route: Route, body: ChatCompletionRequest, record: RequestRecord
+    router: Router,
+    route: Route,
+    body: ChatCompletionRequest,
+    record: RequestRecord,
+    *,
+    send_timeout_s: float,
 ) -> Response:
     """The completion as server-sent events, once its first chunk has arrived."""
     started = time.perf_counter()
@@ -93,33 +129,8 @@ async def stream_response(
         record=record,
         headers=served_headers(stream.deployment),
         close=stream.value.aclose,
+        send_timeout_s=send_timeout_s,
     )
-
-
-async def unified_chat_completions(request: Request) -> Response:
-    """`model` is an alias or `<provider>/<model id>`."""
-    await auth_bearer(request)
-    body = await read_chat_request(request, settings_of(request).max_request_bytes)
-    router = router_of(request)
-    return await complete(router, router.route(body.model), body, record_of_request())
-
-
-async def provider_chat_completions(request: Request) -> Response:
-    """`model` is the provider's own model id."""
-    await auth_bearer(request)
-    router = router_of(request)
-    # an unknown provider is a 404 before the body is read
-    provider = router.registry.provider(request.path_params["provider_name"])
-    body = await read_chat_request(request, settings_of(request).max_request_bytes)
-    return await complete(router, router.direct(provider, body.model), body, record_of_request())
-
-
-# The chat routes call auth themselves: api/hot_path.py serves them in front of FastAPI;
-# registered here as well, other methods on their paths get FastAPI's 405.
-api_router.add_route(CHAT_COMPLETIONS_PATH, unified_chat_completions, methods=["POST"])
-api_router.add_route(
-    "/{provider_name}" + CHAT_COMPLETIONS_PATH, provider_chat_completions, methods=["POST"]
-)
 
 
 def model_list(cards: list[ModelCard]) -> Response:
@@ -127,47 +138,124 @@ def model_list(cards: list[ModelCard]) -> Response:
     return json_response(ModelList(data=cards).model_dump(mode="json"))
 
 
-@api_router.get(MODELS_PATH)
-async def unified_models(_: CallerDep, router: RouterDep) -> Response:
-    """The aliases, then every provider's models, under the ids the unified route takes.
+class Endpoints:
+    """Every endpoint, over the router (and through it the registry)."""
 
-    The providers are asked together; one that fails is left out (and logged), so one vendor's
-    outage does not hide every other vendor's models. If every provider fails, so does the list.
+    def __init__(self, router: Router, *, max_json_depth: int, send_timeout_s: float) -> None:
+        self.router = router
+        self.max_json_depth = max_json_depth
+        self.send_timeout_s = send_timeout_s
+        self.ready = True
+
+    async def chat_completions(self, call: Call) -> Response:
+        """`model` is an alias or `<provider>/<model id>`; on `/{provider}/v1/...` the
+        provider's own model id."""
+        body = parse_chat_request(call.body, max_depth=self.max_json_depth)
+        router = self.router
+        route = (
+            router.route(body.model)
+            if call.provider is None
+            else router.direct(call.provider, body.model)
+        )
+        return await complete(router, route, body, call.record, send_timeout_s=self.send_timeout_s)
+
+    async def models(self, call: Call) -> Response:
+        """One provider's models with bare ids; or the aliases, then every provider's models
+        under the ids the unified route takes."""
+        if call.provider is not None:
+            return model_list(await call.provider.list_models())
+        return model_list(await self.unified_models())
+
+    async def unified_models(self) -> list[ModelCard]:
+        """The providers are asked together; one that fails is left out (and logged), so one
+        vendor's outage does not hide every other vendor's models. If every provider fails, so
+        does the list."""
+        providers = list(self.router.registry)
+        answers = await asyncio.gather(
+            *(p.list_models() for p in providers), return_exceptions=True
+        )
+        cards = [ModelCard(id=name, owned_by=ALIAS_OWNER) for name in self.router.aliases]
+        failures: list[GatewayError] = []
+        for provider, answer in zip(providers, answers, strict=True):
+            if isinstance(answer, GatewayError):
+                log.warning("model_list_failed", provider=provider.name, code=answer.code)
+                failures.append(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                cards += [
+                    card.model_copy(update={"id": f"{provider.name}/{card.id}"}) for card in answer
+                ]
+        if failures and len(failures) == len(providers):
+            raise failures[0]
+        return cards
+
+    async def deployments_health(self, _: Call) -> Response:
+        """Every known deployment's circuit breaker, and each alias's deployments in order."""
+        router = self.router
+        aliases = {name: [d.key for d in r.deployments] for name, r in router.aliases.items()}
+        deployments = [breaker.snapshot() for breaker in router.breakers]
+        return json_response({"object": "list", "data": deployments, "aliases": aliases})
+
+    async def health(self, _: Call) -> Response:
+        """Liveness: the process answers."""
+        return json_response({"status": "ok"})
+
+    async def readiness(self, _: Call) -> Response:
+        """Readiness: the config is loaded and every provider built (both happen before the
+        server listens); 503 once the gateway is shutting down."""
+        if not self.ready:
+            raise ServiceUnavailable("The gateway is shutting down.")
+        return json_response({"status": "ready"})
+
+
+Table = dict[str, dict[str, Endpoint]]
+
+
+class Routes:
+    """Method and path -> endpoint. `/{provider}/...` paths also name their provider.
+
+    A trailing slash names the same route (no redirect); HEAD is served wherever GET is.
     """
-    providers = list(router.registry)
-    answers = await asyncio.gather(*(p.list_models() for p in providers), return_exceptions=True)
-    cards = [ModelCard(id=name, owned_by=ALIAS_OWNER) for name in router.aliases]
-    failures: list[GatewayError] = []
-    for provider, answer in zip(providers, answers, strict=True):
-        if isinstance(answer, GatewayError):
-            log.warning("model_list_failed", provider=provider.name, code=answer.code)
-            failures.append(answer)
-        elif isinstance(answer, BaseException):
-            raise answer
-        else:
-            cards += [
-                card.model_copy(update={"id": f"{provider.name}/{card.id}"}) for card in answer
-            ]
-    if failures and len(failures) == len(providers):
-        raise failures[0]
-    return model_list(cards)
 
+    def __init__(self, endpoints: Endpoints) -> None:
+        self.endpoints = endpoints
+        chat = Endpoint(endpoints.chat_completions, reads_body=True)
+        models = Endpoint(endpoints.models)
+        self.paths: Table = {
+            CHAT_COMPLETIONS_PATH: {"POST": chat},
+            MODELS_PATH: {"GET": models},
+            DEPLOYMENTS_HEALTH_PATH: {"GET": Endpoint(endpoints.deployments_health)},
+            HEALTH_PATH: {"GET": Endpoint(endpoints.health, needs_key=False)},
+            READY_PATH: {"GET": Endpoint(endpoints.readiness, needs_key=False)},
+        }
+        self.provider_paths: Table = {
+            CHAT_COMPLETIONS_PATH: {"POST": chat},
+            MODELS_PATH: {"GET": models},
+        }
 
-@api_router.get("/{provider_name}" + MODELS_PATH)
-async def provider_models(provider_name: str, _: CallerDep, router: RouterDep) -> Response:
-    """One provider's models, with bare ids."""
-    return model_list(await router.registry.provider(provider_name).list_models())
+    @property
+    def ready(self) -> bool:
+        """Whether /readyz says ready."""
+        return self.endpoints.ready
 
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self.endpoints.ready = value
 
-@api_router.get(DEPLOYMENTS_HEALTH_PATH)
-async def deployments_health(_: CallerDep, router: RouterDep) -> Response:
-    """Every known deployment's circuit breaker, and each alias's deployments in order."""
-    aliases = {name: [d.key for d in route.deployments] for name, route in router.aliases.items()}
-    deployments = [breaker.snapshot() for breaker in router.breakers]
-    return json_response({"object": "list", "data": deployments, "aliases": aliases})
-
-
-@api_router.get(HEALTH_PATH)
-async def health() -> Response:
-    """Liveness; needs no key."""
-    return json_response({"status": "ok"})
+    def match(self, method: str, path: str) -> tuple[Endpoint, str | None]:
+        """The endpoint and, on a `/{provider}/...` path, the provider's name."""
+        if len(path) > 1 and path.endswith("/"):
+            path = path[:-1]
+        methods = self.paths.get(path)
+        provider = None
+        if methods is None:
+            provider, _, rest = path[1:].partition("/")
+            methods = self.provider_paths.get("/" + rest) if provider else None
+        if methods is None:
+            raise NotFound("Unknown route. See /v1/chat/completions and /v1/models.")
+        endpoint = methods.get("GET" if method == "HEAD" else method)
+        if endpoint is None:
+            allowed = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
+            raise MethodNotAllowed("Method not allowed on this route.", headers={"allow": allowed})
+        return endpoint, provider

@@ -1,10 +1,10 @@
 """SSE framing: chunk -> `data: ...`, a final error event when the stream fails, then `[DONE]`.
 
 A failure before the first chunk propagates as an ordinary HTTP error: the router waits for that
-chunk before the 200 is sent. The response watches for the client going away and closes
-the chunk iterator (and with it the upstream stream) as soon as it does. Frames that are ready
-together (an upstream burst) leave in one write: each write wakes the client, and on a loaded
-machine that costs more than the gateway's own work for a frame.
+chunk before the 200 is sent. However the response ends (completed, the caller gone, a caller
+that stopped reading), the chunk iterator and with it the upstream stream are closed. Frames
+that are ready together (an upstream burst) leave in one write: each write wakes the client,
+and on a loaded machine that costs more than the gateway's own work for a frame.
 """
 
 import asyncio
@@ -14,7 +14,7 @@ from contextlib import aclosing
 import orjson
 import structlog
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ai_gateway.api.record import RequestRecord
 from ai_gateway.errors import GatewayError, InternalError
@@ -23,6 +23,7 @@ from ai_gateway.schemas import ChatCompletionChunk
 log = structlog.get_logger(__name__)
 
 DONE = b"data: [DONE]\n\n"
+SEND_TIMEOUT = "client_send_timeout"
 # Frames read ahead of a slow client before the upstream is no longer read (backpressure).
 MAX_PENDING_FRAMES = 64
 SSE_HEADERS = {
@@ -88,22 +89,25 @@ def event_stream(
     record: RequestRecord,
     headers: Mapping[str, str],
     close: Callable[[], Awaitable[None]] | None = None,
+    send_timeout_s: float,
 ) -> "EventStreamResponse":
     """The 200 event stream of a stream whose first chunk has arrived (routing/router.py waits
     for it, so failures before it are plain HTTP errors). `close` releases the upstream when
     the response ends, however it ends."""
     frames = event_frames(first, rest, include_usage=include_usage, record=record)
-    return EventStreamResponse(frames, headers={**headers, **SSE_HEADERS}, close=close)
-
-
-async def wait_for_disconnect(receive: Receive) -> None:
-    """Return once the client has gone away."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    return EventStreamResponse(
+        frames,
+        headers={**headers, **SSE_HEADERS},
+        close=close,
+        record=record,
+        send_timeout_s=send_timeout_s,
+    )
 
 
 class EventStreamResponse(StreamingResponse):
-    """Streams SSE frames; stops them, closing the upstream, as soon as the client disconnects."""
+    """Streams SSE frames; ends them, closing the upstream, when the response ends however it
+    ends: completed, the caller gone (the dispatch cancels the request), or a caller that stops
+    reading for `send_timeout_s` (one write waits no longer than that)."""
 
     def __init__(
         self,
@@ -111,35 +115,40 @@ class EventStreamResponse(StreamingResponse):
         *,
         headers: Mapping[str, str],
         close: Callable[[], Awaitable[None]] | None = None,
+        record: RequestRecord,
+        send_timeout_s: float,
     ) -> None:
         super().__init__(frames, headers=headers)
         self.frames = frames
         self._close = close
+        self._record = record
+        self._send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
             await send(start)
-            await self._stream_until_disconnect(receive, send)
+            async with asyncio.timeout(None) as limit:
+                await self._stream(self._timed(send, limit))
+        except TimeoutError:
+            # The connection is left unfinished: the server closes it.
+            log.warning("stream_send_timeout", send_timeout_s=self._send_timeout_s)
+            self._record.error_code = SEND_TIMEOUT
         finally:
             await self.frames.aclose()
             if self._close is not None:
                 await self._close()
 
-    async def _stream_until_disconnect(self, receive: Receive, send: Send) -> None:
-        """Stream, and stop as soon as the client goes away; the sender's own failure (other
-        than being stopped) propagates, and so does a cancellation of this request."""
-        streamer = asyncio.ensure_future(self._stream(send))
-        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-        try:
-            await asyncio.wait({streamer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (streamer, watcher):
-                task.cancel()
-            await asyncio.wait({streamer, watcher})
-        for task in (streamer, watcher):
-            if not task.cancelled() and (error := task.exception()) is not None:
-                raise error
+    def _timed(self, send: Send, limit: asyncio.Timeout) -> Send:
+        """`send`, each call bounded by the send timeout (no timer while waiting upstream)."""
+        loop = asyncio.get_running_loop()
+
+        async def timed(message: Message) -> None:
+            limit.reschedule(loop.time() + self._send_timeout_s)
+            await send(message)
+            limit.reschedule(None)
+
+        return timed
 
     async def _stream(self, send: Send) -> None:
         """Send the first frame at once, then the rest, coalescing frames ready together."""

@@ -8,12 +8,12 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+import msgspec
 import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -27,6 +27,23 @@ ROUTE_FIELDS = ("model", "messages", "stream")
 SECRET_VARIABLES = frozenset({"GATEWAY_API_KEYS"})
 ParamAction = Literal["pass", "drop", "reject"]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+def check_base_url(value: str, *, name: str) -> str:
+    """`value` if it is an http(s) URL with a host, a valid port and no query; else ValueError.
+
+    The one check for every upstream base URL: the file's `base_url` and `<NAME>_BASE_URL`.
+    """
+    if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+        raise ValueError(
+            f"{name} must be http:// or https://, a host, and an optional path "
+            "(no spaces, query or fragment)"
+        )
+    try:
+        urlsplit(value).port  # noqa: B018  # raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"{name} has an invalid port: {exc}") from None
+    return value
 
 
 class FileModel(BaseModel):
@@ -76,7 +93,7 @@ class RoutingConfig(FileModel):
     """Defaults for every route: aliases, `provider/model` and the per-provider routes."""
 
     retries: Annotated[int, Field(ge=0, le=10)] = 2
-    deadline_s: Seconds = 60.0
+    deadline_s: Seconds | None = None  # unset: REQUEST_TIMEOUT_S bounds the whole request
     backoff: BackoffConfig = BackoffConfig()
     retry_after_max_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     breaker: BreakerConfig = BreakerConfig()
@@ -114,18 +131,7 @@ class ProviderConfig(FileModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
-            raise ValueError(
-                "base_url must be http:// or https://, a host, and an optional path "
-                "(no spaces, query or fragment)"
-            )
-        try:
-            urlsplit(value).port  # noqa: B018  # raises on a port that is not a number
-        except ValueError as exc:
-            raise ValueError(f"base_url has an invalid port: {exc}") from None
-        return value
+        return None if value is None else check_base_url(value, name="base_url")
 
     @field_validator("api_key_env")
     @classmethod
@@ -173,12 +179,9 @@ class DeploymentConfig(FileModel):
             raise ValueError("parameter values must be JSON (text, numbers, lists, maps)") from None
         sample = {"model": "m", "messages": [{"role": "user", "content": "x"}], **value}
         try:
-            ChatCompletionRequest.model_validate(sample)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            raise ValueError(f"not a valid request parameter: {problems}") from None
+            ChatCompletionRequest.from_body(sample)
+        except (msgspec.ValidationError, ValueError) as exc:
+            raise ValueError(f"not a valid request parameter: {exc}") from None
         return value
 
 

@@ -46,10 +46,20 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def read_yaml(text: str, path: str) -> Any:
+    """The YAML document in `text`; its error messages name `path`, not `<unicode string>`."""
+    loader = UniqueKeyLoader(text)
+    loader.name = path  # the name yaml puts in every error's position ("in <name>, line 3")
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
     """The config from YAML text."""
     try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  # a SafeLoader
+        data = read_yaml(text, path)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{path}: not valid YAML: {exc}") from None
     if data is None:

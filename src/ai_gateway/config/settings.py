@@ -1,34 +1,21 @@
 """Settings: every environment variable the gateway reads, typed, with defaults."""
 
 import os
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ai_gateway.config import constants
+from ai_gateway.config.file import check_base_url
+from ai_gateway.errors import ConfigurationError
 
 ENV_FILE = ".env"
-
-VENDOR_NAMES = (
-    "openai",
-    "groq",
-    "together",
-    "fireworks",
-    "deepinfra",
-    "openrouter",
-    "mistral",
-    "xai",
-    "deepseek",
-    "gemini",
-    "anthropic",
-    "ollama",
-    "vllm",
-    "lmstudio",
-)
 
 
 class Environment(StrEnum):
@@ -59,41 +46,20 @@ class Settings(BaseSettings):
     gateway_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     ai_gateway_env: Environment = Environment.DEVELOPMENT
     max_request_bytes: int = Field(default=constants.DEFAULT_MAX_REQUEST_BYTES, gt=0)
+    upstream_max_connections: int = Field(default=constants.DEFAULT_UPSTREAM_MAX_CONNECTIONS, gt=0)
+    stream_send_timeout_s: float = Field(default=constants.DEFAULT_STREAM_SEND_TIMEOUT_S, gt=0)
+    max_upstream_response_bytes: int = Field(
+        default=constants.DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES, gt=0
+    )
+    max_upstream_event_bytes: int = Field(default=constants.DEFAULT_MAX_UPSTREAM_EVENT_BYTES, gt=0)
+    max_json_depth: int = Field(default=constants.DEFAULT_MAX_JSON_DEPTH, gt=0)
+    max_header_bytes: int = Field(default=constants.DEFAULT_MAX_HEADER_BYTES, gt=0)
+    header_timeout_s: float = Field(default=constants.DEFAULT_HEADER_TIMEOUT_S, gt=0)
     models_cache_ttl_s: float = Field(default=constants.DEFAULT_MODELS_CACHE_TTL_S, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     ci: bool = False
     ai_gateway_config: str | None = None
-    # OpenAI-compatible vendors (providers/specs.py): a key turns a hosted vendor on, a base URL
-    # turns a local server on (and overrides a hosted vendor's URL).
-    openai_api_key: SecretStr | None = None
-    openai_base_url: str | None = None
-    groq_api_key: SecretStr | None = None
-    groq_base_url: str | None = None
-    together_api_key: SecretStr | None = None
-    together_base_url: str | None = None
-    fireworks_api_key: SecretStr | None = None
-    fireworks_base_url: str | None = None
-    deepinfra_api_key: SecretStr | None = None
-    deepinfra_base_url: str | None = None
-    openrouter_api_key: SecretStr | None = None
-    openrouter_base_url: str | None = None
-    mistral_api_key: SecretStr | None = None
-    mistral_base_url: str | None = None
-    xai_api_key: SecretStr | None = None
-    xai_base_url: str | None = None
-    deepseek_api_key: SecretStr | None = None
-    deepseek_base_url: str | None = None
-    gemini_api_key: SecretStr | None = None
-    gemini_base_url: str | None = None
-    anthropic_api_key: SecretStr | None = None
-    anthropic_base_url: str | None = None
-    ollama_api_key: SecretStr | None = None
-    ollama_base_url: str | None = None
-    vllm_api_key: SecretStr | None = None
-    vllm_base_url: str | None = None
-    lmstudio_api_key: SecretStr | None = None
-    lmstudio_base_url: str | None = None
 
     @field_validator("gateway_api_keys", mode="before")
     @classmethod
@@ -103,11 +69,17 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("cerebras_api_key", *(f"{n}_api_key" for n in VENDOR_NAMES), mode="before")
+    @field_validator("cerebras_api_key", "cerebras_base_url", mode="before")
     @classmethod
-    def _blank_key_is_none(cls, value: object) -> object:
-        """Treat an empty `CEREBRAS_API_KEY=` as unset."""
+    def _blank_is_none(cls, value: object) -> object:
+        """Treat an empty `CEREBRAS_API_KEY=` or `CEREBRAS_BASE_URL=` as unset."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cerebras_base_url")
+    @classmethod
+    def _cerebras_url(cls, value: str | None) -> str | None:
+        """The same check as every other base URL; a trailing `/v1` or `/` is allowed."""
+        return None if value is None else check_base_url(value.strip(), name="CEREBRAS_BASE_URL")
 
     @field_validator("ci", mode="before")
     @classmethod
@@ -138,9 +110,9 @@ class Settings(BaseSettings):
     @property
     def cerebras_sdk_base_url(self) -> str:
         """The base URL as the Cerebras SDK means it: the host root, without `/v1`."""
-        if self.cerebras_base_url is None or not self.cerebras_base_url.strip():
+        if self.cerebras_base_url is None:
             return constants.CEREBRAS_DEFAULT_BASE_URL
-        url = self.cerebras_base_url.strip().rstrip("/")
+        url = self.cerebras_base_url.rstrip("/")
         return url.removesuffix("/v1").rstrip("/")
 
 
@@ -152,3 +124,41 @@ def process_environment(env_file: str = ENV_FILE) -> dict[str, str]:
     """
     from_file = dotenv_values(env_file) if Path(env_file).is_file() else {}
     return {**{k: v for k, v in from_file.items() if v is not None}, **os.environ}
+
+
+def variable_name(field: str) -> str:
+    """The environment variable a Settings field is read from."""
+    return field.upper()
+
+
+def variable_names() -> tuple[str, ...]:
+    """Every environment variable Settings reads."""
+    return tuple(variable_name(field) for field in Settings.model_fields)
+
+
+def describe_problem(error: ErrorDetails) -> str:
+    """`VARIABLE must be ...`: what the variable accepts, never the value it was given."""
+    variable = variable_name(str(error["loc"][0]))
+    if error["type"] == "value_error":
+        reason = str(error.get("ctx", {}).get("error", error["msg"]))
+        return reason if reason.startswith(variable) else f"{variable}: {reason}"
+    # pydantic's messages read "Input should be 'a' or 'b'" / "... greater than 0"; the
+    # "unable to parse ..." tail of a parsing error adds nothing the variable's reader needs.
+    reason = error["msg"].removeprefix("Input should be ").split(", unable to")[0]
+    return f"{variable} must be {reason}" if reason != error["msg"] else f"{variable}: {reason}"
+
+
+class InvalidSettings(ConfigurationError):
+    """Variables that cannot configure a gateway: one problem per line, each naming its variable."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and `.env`; InvalidSettings names every bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InvalidSettings([describe_problem(error) for error in exc.errors()]) from None

@@ -12,6 +12,7 @@ from typing import Any
 
 from ai_gateway.errors import GatewayError
 from ai_gateway.providers.upstream_errors import from_upstream_status, malformed
+from ai_gateway.redaction import Redactor
 from ai_gateway.schemas import (
     FINISH_REASONS,
     ChatCompletionChunk,
@@ -26,12 +27,19 @@ def new_completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4()}"
 
 
-def error_in_body(provider: str, data: dict[str, Any]) -> GatewayError | None:
-    """A `{"error": ..., "status_code": N}` body sent in place of a completion."""
-    if "error" not in data or data.get("choices"):
+def error_in_body(
+    provider: str, data: dict[str, Any], redactor: Redactor | None = None
+) -> GatewayError | None:
+    """A `{"error": ..., "status_code": N}` body sent in place of a completion, its text redacted.
+
+    The clients check with the redactor that knows every configured key; the check here, which
+    knows only the key shapes, is for clients that do not (the mock, test fakes).
+    """
+    if data.get("error") is None or data.get("choices"):
         return None
     status = data.get("status_code")
-    return from_upstream_status(provider, status if isinstance(status, int) else 502, data)
+    code = status if isinstance(status, int) else 502
+    return from_upstream_status(provider, code, data, redactor=redactor)
 
 
 def created_of(data: dict[str, Any]) -> int:

@@ -22,6 +22,7 @@ from ai_gateway.schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     ModelCard,
+    as_python,
 )
 
 
@@ -88,7 +89,8 @@ def stream_params(req: ChatCompletionRequest) -> dict[str, Any]:
     """The caller's parameters, always asking for usage so the gateway can count tokens."""
     params = req.upstream_params()
     params["stream"] = True
-    params["stream_options"] = {**(params.get("stream_options") or {}), "include_usage": True}
+    caller_options = as_python(params.get("stream_options")) or {}
+    params["stream_options"] = {**caller_options, "include_usage": True}
     return params
 
 

@@ -4,6 +4,8 @@ provider needs from its client."""
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
+import msgspec
+
 from ai_gateway.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -46,14 +48,12 @@ class UpstreamAPI(Protocol):
 
     is_mock: bool
 
-    async def chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
-    ) -> dict[str, Any]:
+    async def chat(self, model: str, messages: msgspec.Raw, **params: Any) -> dict[str, Any]:
         """One completion as the upstream's JSON object."""
         ...
 
     def stream_chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
+        self, model: str, messages: msgspec.Raw, **params: Any
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The completion's chunks as JSON objects; closing the iterator closes the upstream."""
         ...

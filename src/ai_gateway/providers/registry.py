@@ -5,10 +5,9 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import structlog
-from pydantic import SecretStr
 
 from ai_gateway.config import constants
-from ai_gateway.config.file import GatewayConfig, ProviderConfig
+from ai_gateway.config.file import GatewayConfig, ProviderConfig, check_base_url
 from ai_gateway.config.settings import Settings
 from ai_gateway.errors import ConfigurationError, ModelNotFound, NotFound
 from ai_gateway.providers.cerebras import CerebrasProvider
@@ -19,7 +18,9 @@ from ai_gateway.providers.params import Action, ParamPolicy
 from ai_gateway.providers.protocol import ChatProvider
 from ai_gateway.providers.specs import SPECS, OpenAICompatSpec
 from ai_gateway.providers.unconfigured import UnconfiguredProvider
+from ai_gateway.providers.upstream_limits import UpstreamLimits
 from ai_gateway.providers.wire import OpenAIWire, WireClient
+from ai_gateway.redaction import Redactor
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +84,11 @@ def cerebras_client(settings: Settings, wire: WireClient) -> CerebrasAPI | None:
     key = settings.cerebras_api_key.get_secret_value()
     if settings.cerebras_client == "sdk":
         return CerebrasClient(
-            key, base_url=settings.cerebras_sdk_base_url, timeout=settings.request_timeout_s
+            key,
+            base_url=settings.cerebras_sdk_base_url,
+            timeout=settings.request_timeout_s,
+            limits=wire.limits,
+            redactor=wire.redactor,
         )
     base_url = f"{settings.cerebras_sdk_base_url}/v1"
     return OpenAIWire(wire, provider=constants.CEREBRAS, base_url=base_url, api_key=key)
@@ -130,30 +135,44 @@ class VendorSource:
 
     spec: OpenAICompatSpec
     config: ProviderConfig | None = None
+    is_shipped: bool = True  # a vendor in SPECS reads `<NAME>_API_KEY` and `<NAME>_BASE_URL`
 
     @property
     def key_env(self) -> str | None:
         """The variable the config file names for the key, if it names one."""
         return self.config.api_key_env if self.config is not None else None
 
-    def key(self, settings: Settings, environ: Mapping[str, str]) -> str | None:
+    def key(self, environ: Mapping[str, str]) -> str | None:
         """The vendor's key: the config's `api_key_env` variable, else `<NAME>_API_KEY`."""
         if self.key_env:
             return environ.get(self.key_env, "").strip() or None
-        secret: SecretStr | None = getattr(settings, self.spec.key_setting, None)
-        return secret.get_secret_value() if secret is not None else None
+        if not self.is_shipped:
+            return None
+        return environ.get(self.spec.key_variable, "").strip() or None
 
-    def base_url(self, settings: Settings) -> str | None:
-        """A base URL set by the config file or `<NAME>_BASE_URL`, if any."""
+    def base_url(self, environ: Mapping[str, str]) -> str | None:
+        """A base URL set by the config file or `<NAME>_BASE_URL`, if any; a malformed
+        `<NAME>_BASE_URL` is a ConfigurationError even when the file's URL wins."""
+        from_environment = self.environment_base_url(environ) if self.is_shipped else None
         if self.config is not None and self.config.base_url:
             return self.config.base_url
-        url: str | None = getattr(settings, self.spec.base_url_setting, None)
-        return url
+        return from_environment
+
+    def environment_base_url(self, environ: Mapping[str, str]) -> str | None:
+        """`<NAME>_BASE_URL`, checked like the config file's `base_url`; blank is unset."""
+        variable = self.spec.base_url_variable
+        url = environ.get(variable, "").strip()
+        if not url:
+            return None
+        try:
+            return check_base_url(url, name=variable)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     @property
     def key_variable(self) -> str:
         """The environment variable the key is read from."""
-        return self.key_env or self.spec.key_setting.upper()
+        return self.key_env or self.spec.key_variable
 
     @property
     def requires_key(self) -> bool:
@@ -170,7 +189,7 @@ def build_vendor(
     """An OpenAI-compatible vendor, if it is turned on (its key, or for a local server its base
     URL). A vendor the config file declares but whose key is missing answers 503."""
     spec, config = source.spec, source.config
-    key, base_url = source.key(settings, environ), source.base_url(settings)
+    key, base_url = source.key(environ), source.base_url(environ)
     if (key is None) if source.requires_key else (base_url is None and config is None):
         if config is None:
             return None
@@ -216,7 +235,7 @@ def vendor_sources(config: GatewayConfig) -> list[VendorSource]:
                 f"providers.{name}: a new provider needs 'base_url' (or 'spec' to start from)"
             )
         spec = replace(base, name=name) if base else OpenAICompatSpec(name, own.base_url or "")
-        sources.append(VendorSource(replace(spec, requires_key=False), own))
+        sources.append(VendorSource(replace(spec, requires_key=False), own, is_shipped=False))
     return sources
 
 
@@ -233,6 +252,26 @@ def check_cerebras_config(config: ProviderConfig | None) -> None:
             )
 
 
+def upstream_limits(settings: Settings) -> UpstreamLimits:
+    """The connection pool size and reply limits every upstream client gets."""
+    return UpstreamLimits(
+        max_connections=settings.upstream_max_connections,
+        max_response_bytes=settings.max_upstream_response_bytes,
+        max_event_bytes=settings.max_upstream_event_bytes,
+    )
+
+
+def upstream_redactor(
+    settings: Settings, sources: list[VendorSource], environ: Mapping[str, str]
+) -> Redactor:
+    """One redactor that knows every configured upstream key, for every client: an upstream
+    may echo another vendor's key (a shared proxy, a misrouted request)."""
+    keys = [source.key(environ) for source in sources]
+    if settings.cerebras_api_key is not None:
+        keys.append(settings.cerebras_api_key.get_secret_value())
+    return Redactor(key for key in keys if key)
+
+
 def build_registry(
     settings: Settings,
     config: GatewayConfig | None = None,
@@ -243,7 +282,11 @@ def build_registry(
     cerebras_config = config.providers.get(constants.CEREBRAS)
     check_cerebras_config(cerebras_config)
     sources = vendor_sources(config)
-    wire = WireClient(timeout=settings.request_timeout_s)
+    wire = WireClient(
+        timeout=settings.request_timeout_s,
+        limits=upstream_limits(settings),
+        redactor=upstream_redactor(settings, sources, environ),
+    )
     providers = {constants.CEREBRAS: build_cerebras(settings, wire, cerebras_config)}
     for source in sources:
         if (vendor := build_vendor(settings, wire, source, environ)) is not None:

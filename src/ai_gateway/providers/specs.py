@@ -2,7 +2,8 @@
 
 A vendor is served once its key is set (`<NAME>_API_KEY`), or, for local servers that need no
 key, once its base URL is set (`<NAME>_BASE_URL`). `<NAME>_BASE_URL` also overrides the base
-URL of any hosted vendor (a proxy, a region). Settings names follow the spec's name.
+URL of any hosted vendor (a proxy, a region). Both names follow the spec's name, so a new
+vendor is one spec here (and a test), nothing else.
 """
 
 from collections.abc import Mapping
@@ -21,14 +22,14 @@ class OpenAICompatSpec:
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
-    def key_setting(self) -> str:
-        """The Settings attribute that holds the vendor's key."""
-        return f"{self.name}_api_key"
+    def key_variable(self) -> str:
+        """The environment variable that holds the vendor's key: `<NAME>_API_KEY`."""
+        return f"{self.name.upper()}_API_KEY"
 
     @property
-    def base_url_setting(self) -> str:
-        """The Settings attribute that overrides the base URL."""
-        return f"{self.name}_base_url"
+    def base_url_variable(self) -> str:
+        """The environment variable that overrides the base URL: `<NAME>_BASE_URL`."""
+        return f"{self.name.upper()}_BASE_URL"
 
 
 SPECS: tuple[OpenAICompatSpec, ...] = (

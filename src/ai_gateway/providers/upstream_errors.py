@@ -1,7 +1,6 @@
 """How an upstream's HTTP error (or an error object in its body) becomes a GatewayError."""
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from ai_gateway.config.constants import RETRY_AFTER_HEADERS
 from ai_gateway.errors import (
@@ -10,21 +9,22 @@ from ai_gateway.errors import (
     ProviderError,
     RateLimited,
     UpstreamAuthError,
+    UpstreamResponseTooLarge,
     UpstreamTimeout,
 )
+from ai_gateway.redaction import Redactor
 
 CALLER_STATUSES = frozenset({400, 404, 409, 413, 422})
 UPSTREAM_AUTH_STATUSES = frozenset({401, 402, 403})
 MAX_UPSTREAM_MESSAGE = 1000
-SECRET_PATTERN = re.compile(r"(?i)\b(bearer\s+)?(c?sk|key|api[_-]?key)[-_][A-Za-z0-9_\-]{8,}")
 
 
-def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove known secrets and anything shaped like an API key from upstream text."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return SECRET_PATTERN.sub("[redacted]", text)[:MAX_UPSTREAM_MESSAGE]
+def upstream_text(text: str | None, redactor: Redactor) -> str | None:
+    """Upstream text fit to return and log: keys redacted, then cut to a bounded length.
+
+    Redacting first, so a cut never leaves the start of a key that no longer looks like one.
+    """
+    return None if text is None else redactor.redact(text)[:MAX_UPSTREAM_MESSAGE]
 
 
 def detail_text(item: object) -> str:
@@ -66,14 +66,16 @@ def from_upstream_status(
     body: object,
     *,
     headers: Mapping[str, str] | None = None,
-    secrets: Iterable[str] = (),
+    redactor: Redactor | None = None,
 ) -> GatewayError:
-    """Map an upstream HTTP error to the error the caller should see."""
+    """Map an upstream HTTP error to the error the caller should see, every upstream string
+    (message, code, param) redacted."""
     headers = headers or {}
+    redactor = redactor or Redactor()
     message = upstream_message(body)
+    code = upstream_text(upstream_field(body, "code"), redactor)
     if status == 429:
-        text = scrub(message or f"{provider} rate limit exceeded", secrets)
-        code = upstream_field(body, "code")
+        text = upstream_text(message, redactor) or f"{provider} rate limit exceeded"
         return RateLimited(text, code=code, headers=retry_headers(headers))
     if status in UPSTREAM_AUTH_STATUSES:
         return UpstreamAuthError(
@@ -83,9 +85,9 @@ def from_upstream_status(
         return UpstreamTimeout(f"{provider} timed out (HTTP 408)")
     if status in CALLER_STATUSES:
         return InvalidRequest(
-            scrub(message or f"{provider} rejected the request (HTTP {status})", secrets),
-            param=upstream_field(body, "param"),
-            code=upstream_field(body, "code"),
+            upstream_text(message, redactor) or f"{provider} rejected the request (HTTP {status})",
+            param=upstream_text(upstream_field(body, "param"), redactor),
+            code=code,
             status=status,
         )
     return ProviderError(f"{provider} returned HTTP {status}", headers=retry_headers(headers))
@@ -94,3 +96,8 @@ def from_upstream_status(
 def malformed(provider: str, detail: str) -> ProviderError:
     """The upstream answered with something that is not a valid completion."""
     return ProviderError(f"{provider} returned a malformed response: {detail}")
+
+
+def too_large(provider: str, limit: int, *, what: str = "response") -> UpstreamResponseTooLarge:
+    """The upstream sent a reply (or one stream event) over the gateway's size limit."""
+    return UpstreamResponseTooLarge(f"{provider} sent a {what} larger than {limit} bytes")

@@ -12,22 +12,37 @@ from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 
 from ai_gateway import __version__
 from ai_gateway.config import constants
 from ai_gateway.errors import ProviderError, UpstreamTimeout
-from ai_gateway.providers.upstream_errors import from_upstream_status, malformed
+from ai_gateway.providers.normalizer import error_in_body
+from ai_gateway.providers.upstream_errors import from_upstream_status, malformed, too_large
+from ai_gateway.providers.upstream_limits import UpstreamLimits
+from ai_gateway.redaction import Redactor
 
 USER_AGENT = f"ai_gateway/{__version__}"
 DONE = b"[DONE]"
+# An event ends at a blank line: two line ends, each \n, \r\n or \r.
+EVENT_SEPARATORS = (b"\n\n", b"\r\r", b"\n\r\n")
 
 
 class WireClient:
-    """The process's one HTTP session for OpenAI-wire upstreams, with explicit limits."""
+    """The process's one HTTP session for OpenAI-wire upstreams, with explicit limits, and the
+    redactor every upstream's error text goes through."""
 
-    def __init__(self, *, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        limits: UpstreamLimits | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self.timeout = timeout
+        self.limits = limits or UpstreamLimits()
+        self.redactor = redactor or Redactor()
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -35,7 +50,7 @@ class WireClient:
         """The shared session, created on first use inside the running event loop."""
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=constants.UPSTREAM_MAX_CONNECTIONS,
+                limit=self.limits.max_connections,
                 keepalive_timeout=30,
                 ttl_dns_cache=300,
             )
@@ -80,6 +95,25 @@ def decode_json(provider: str, body: bytes) -> Any:
         raise malformed(provider, "invalid JSON") from None
 
 
+async def read_body(response: aiohttp.ClientResponse, *, provider: str, limit: int) -> bytes:
+    """The whole (inflated) body; a 502 once it is over `limit`, by `Content-Length` before
+    reading anything.
+
+    aiohttp inflates as it is read, a bounded slice at a time, so stopping here keeps memory
+    flat however far the body would inflate.
+    """
+    if (response.content_length or 0) > limit:
+        raise too_large(provider, limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(provider, limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def error_body(body: bytes) -> object:
     """An error reply's body: its JSON if it has one, else its text."""
     try:
@@ -88,24 +122,65 @@ def error_body(body: bytes) -> object:
         return body.decode("utf-8", "replace")
 
 
-async def sse_data(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
+def last_event_end(data: bytearray, start: int) -> int:
+    """Where the last event separator in `data[start:]` ends; -1 when there is none."""
+    end = -1
+    for separator in EVENT_SEPARATORS:
+        at = data.rfind(separator, start)
+        if at >= 0:
+            end = max(end, at + len(separator))
+    return end
+
+
+def event_payloads(block: bytes | bytearray, *, provider: str, limit: int) -> Iterator[bytes]:
+    """The joined `data:` lines of each complete event in `block`, in order."""
+    if b"\r" in block:
+        block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    events = block.split(b"\n\n")
+    if len(block) > limit and max(map(len, events)) > limit:
+        raise too_large(provider, limit, what="stream event")
+    for event in events:
+        lines = [
+            line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+        ]
+        if lines:
+            yield b"\n".join(lines)
+
+
+async def sse_data(
+    content: aiohttp.StreamReader, *, provider: str, max_event_bytes: int
+) -> AsyncGenerator[bytes, None]:
     """The `data:` payload of each server-sent event before `[DONE]`.
 
+    The body is split into events here, from chunks as they arrive, so no line limit of the
+    reader applies; an event (or the unfinished rest of one) over `max_event_bytes` is a 502.
     The body is read to its end even after `[DONE]`, so the connection goes back to the pool.
     """
-    lines: list[bytes] = []
-    is_done = False
-    async for raw in content:
-        line = raw.rstrip(b"\r\n")
-        if line.startswith(b"data:"):
-            lines.append(line[5:].removeprefix(b" "))
-        elif not line and lines:
-            data, lines = b"\n".join(lines), []
-            is_done = is_done or data == DONE
-            if not is_done:
+    pending = bytearray()  # what follows the last complete event
+    async for chunk in content.iter_any():
+        start = max(len(pending) - 2, 0)  # a separator may begin in the previous chunk
+        pending += chunk
+        end = last_event_end(pending, start)
+        if end >= 0:
+            block = pending[:end]
+            del pending[:end]
+            for data in event_payloads(block, provider=provider, limit=max_event_bytes):
+                if data == DONE:
+                    await discard_rest(content)
+                    return
                 yield data
-    if lines and not is_done and (data := b"\n".join(lines)) != DONE:
+        if len(pending) > max_event_bytes:
+            raise too_large(provider, max_event_bytes, what="stream event")
+    for data in event_payloads(pending, provider=provider, limit=max_event_bytes):
+        if data == DONE:
+            return
         yield data
+
+
+async def discard_rest(content: aiohttp.StreamReader) -> None:
+    """Read what is left of a body without keeping it."""
+    while await content.readany():
+        pass
 
 
 def release_or_close(response: aiohttp.ClientResponse) -> Callable[..., Awaitable[None]]:
@@ -140,7 +215,7 @@ class OpenAIWire:
         self._wire = wire
         self._provider = provider
         self._base_url = base_url.rstrip("/")
-        self._secrets = (api_key,)
+        self._redactor = wire.redactor.including(api_key)
         self._timeouts = wire.timeouts()
         self._headers = {**(headers or {}), "Content-Type": "application/json"}
         if api_key:  # local servers may need none
@@ -155,17 +230,24 @@ class OpenAIWire:
         variant._timeouts = self._wire.timeouts(seconds)
         return variant
 
-    def _body(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> bytes:
-        return orjson.dumps({"model": model, "messages": messages, **params})
+    def _body(self, model: str, messages: msgspec.Raw, params: dict[str, Any]) -> bytes:
+        """The upstream JSON: the caller's messages and parameters spliced in as sent."""
+        return msgspec.json.encode({"model": model, "messages": messages, **params})
 
     def _status_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> Exception:
         return from_upstream_status(
-            self._provider, status, error_body(body), headers=headers, secrets=self._secrets
+            self._provider, status, error_body(body), headers=headers, redactor=self._redactor
         )
 
-    async def chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
-    ) -> dict[str, Any]:
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """A JSON reply's body; any status but 2xx, a redirect included, is an error."""
+        limit = self._wire.limits.max_response_bytes
+        body = await read_body(response, provider=self._provider, limit=limit)
+        if response.status >= 300:
+            raise self._status_error(response.status, body, response.headers)
+        return body
+
+    async def chat(self, model: str, messages: msgspec.Raw, **params: Any) -> dict[str, Any]:
         """One completion; the whole call is bounded by the request timeout."""
         params.pop("stream", None)
         url = f"{self._base_url}/chat/completions"
@@ -177,15 +259,17 @@ class OpenAIWire:
                     data=self._body(model, messages, params),
                     headers=self._headers,
                     timeout=self._timeouts,
+                    allow_redirects=False,
                 ) as response,
             ):
-                body = await response.read()
-                if response.status >= 400:
-                    raise self._status_error(response.status, body, response.headers)
-        return self._object(decode_json(self._provider, body))
+                body = await self._read(response)
+        data = self._object(decode_json(self._provider, body))
+        if (error := error_in_body(self._provider, data, self._redactor)) is not None:
+            raise error
+        return data
 
     async def stream_chat(
-        self, model: str, messages: list[dict[str, Any]], **params: Any
+        self, model: str, messages: msgspec.Raw, **params: Any
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Chunks as they arrive; the request timeout bounds the wait for the first one."""
         params["stream"] = True
@@ -195,13 +279,20 @@ class OpenAIWire:
             async with AsyncExitStack() as stack:
                 async with asyncio.timeout(self._wire.timeout):
                     response = await self._wire.session.post(
-                        url, data=body, headers=self._headers, timeout=self._timeouts
+                        url,
+                        data=body,
+                        headers=self._headers,
+                        timeout=self._timeouts,
+                        allow_redirects=False,
                     )
                     stack.push_async_exit(release_or_close(response))
-                    if response.status >= 400:
-                        error = await response.read()
-                        raise self._status_error(response.status, error, response.headers)
-                    events = sse_data(response.content)
+                    if response.status >= 300:
+                        await self._read(response)
+                    events = sse_data(
+                        response.content,
+                        provider=self._provider,
+                        max_event_bytes=self._wire.limits.max_event_bytes,
+                    )
                     first = await anext(events, None)
                 if first is not None:
                     yield self._event(first)
@@ -210,14 +301,8 @@ class OpenAIWire:
 
     def _event(self, data: bytes) -> dict[str, Any]:
         event = self._object(decode_json(self._provider, data))
-        if event.get("error") and not event.get("choices"):
-            status = event.get("status_code")
-            raise from_upstream_status(
-                self._provider,
-                status if isinstance(status, int) else 502,
-                event,
-                secrets=self._secrets,
-            )
+        if (error := error_in_body(self._provider, event, self._redactor)) is not None:
+            raise error
         return event
 
     def _object(self, value: object) -> dict[str, Any]:
@@ -231,12 +316,13 @@ class OpenAIWire:
             async with (
                 asyncio.timeout(self._wire.timeout),
                 self._wire.session.get(
-                    f"{self._base_url}/models", headers=self._headers, timeout=self._timeouts
+                    f"{self._base_url}/models",
+                    headers=self._headers,
+                    timeout=self._timeouts,
+                    allow_redirects=False,
                 ) as response,
             ):
-                body = await response.read()
-                if response.status >= 400:
-                    raise self._status_error(response.status, body, response.headers)
+                body = await self._read(response)
         data = self._object(decode_json(self._provider, body)).get("data")
         if not isinstance(data, list):
             raise malformed(self._provider, "model list without data")

@@ -63,11 +63,14 @@ class Policy:
     weighted: bool = False
 
     @classmethod
-    def from_config(cls, routing: RoutingConfig, **overrides: Any) -> "Policy":
-        """The routing defaults, with an alias's own settings on top."""
+    def from_config(
+        cls, routing: RoutingConfig, *, request_timeout_s: float, **overrides: Any
+    ) -> "Policy":
+        """The routing defaults, with an alias's own settings on top. Without a `deadline_s`
+        in the file, the whole request (retries, backoff, fallbacks) gets REQUEST_TIMEOUT_S."""
         values: dict[str, Any] = {
             "retries": routing.retries,
-            "deadline_s": routing.deadline_s,
+            "deadline_s": routing.deadline_s or request_timeout_s,
             "backoff_initial_s": routing.backoff.initial_ms / 1000,
             "backoff_max_s": routing.backoff.max_ms / 1000,
             "retry_after_max_s": routing.retry_after_max_s,

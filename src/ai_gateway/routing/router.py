@@ -77,13 +77,21 @@ class Attempt(Generic[T]):
 
 
 def timed_out(
-    deployment: Deployment, what: str, seconds: float, *, remaining_s: float
+    deployment: Deployment,
+    what: str,
+    seconds: float,
+    *,
+    remaining_s: float,
+    deadline_s: float = inf,
 ) -> ProviderError:
-    """An attempt over its limit: the deployment's own, or what was left of the deadline."""
-    message = f"{deployment.key} gave no {what} within {round(seconds, 2):g} s"
+    """An attempt over its limit: the deployment's own, or what was left of the request's
+    deadline (`deadline_s`, the whole request's time)."""
     if seconds >= remaining_s:
-        return DeadlineExceeded(f"{message}, the time left before the request's deadline")
-    return UpstreamTimeout(message)
+        return DeadlineExceeded(
+            f"{deployment.key} gave no {what} within the request's time limit of "
+            f"{round(deadline_s, 2):g} s"
+        )
+    return UpstreamTimeout(f"{deployment.key} gave no {what} within {round(seconds, 2):g} s")
 
 
 def limit_s(remaining_s: float, *limits: float | None) -> float:
@@ -165,6 +173,7 @@ class Router:
         self, route: Route, req: ChatCompletionRequest
     ) -> Served[ChatCompletionResponse]:
         """One completion from the first deployment that answers."""
+        deadline_s = route.policy.deadline_s
 
         async def attempt(deployment: Deployment, remaining_s: float) -> ChatCompletionResponse:
             limit = limit_s(remaining_s, deployment.timeouts.total_s)
@@ -174,12 +183,15 @@ class Router:
                         for_deployment(req, deployment)
                     )
             except TimeoutError:
-                raise timed_out(deployment, "answer", limit, remaining_s=remaining_s) from None
+                raise timed_out(
+                    deployment, "answer", limit, remaining_s=remaining_s, deadline_s=deadline_s
+                ) from None
 
         return await self._serve(route, attempt, discard=None)
 
     async def open_stream(self, route: Route, req: ChatCompletionRequest) -> Served[OpenedStream]:
         """A stream from the first deployment whose first chunk arrives."""
+        deadline_s = route.policy.deadline_s
 
         async def attempt(deployment: Deployment, remaining_s: float) -> OpenedStream:
             limits = deployment.timeouts
@@ -191,7 +203,9 @@ class Router:
                     first = await anext(chunks, None)
             except TimeoutError:
                 await chunks.aclose()
-                raise timed_out(deployment, "first byte", limit, remaining_s=remaining_s) from None
+                raise timed_out(
+                    deployment, "first byte", limit, remaining_s=remaining_s, deadline_s=deadline_s
+                ) from None
             except BaseException:
                 await chunks.aclose()
                 raise

@@ -82,6 +82,7 @@ def alias_route(
         )
     policy = Policy.from_config(
         config.routing,
+        request_timeout_s=request_timeout_s,
         retries=alias.retries,
         deadline_s=alias.deadline_s,
         hedge_after_s=alias.hedge_after_ms / 1000 if alias.hedge_after_ms else None,
@@ -108,7 +109,7 @@ def build_router(
     return Router(
         registry,
         aliases=aliases,
-        policy=Policy.from_config(config.routing),
+        policy=Policy.from_config(config.routing, request_timeout_s=request_timeout_s),
         timeouts=defaults,
         breakers=BreakerBoard(config.routing.breaker, pinned=pinned),
     )

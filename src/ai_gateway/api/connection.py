@@ -1,0 +1,168 @@
+"""The HTTP/1.1 connection: uvicorn's httptools protocol with a size and a time limit on headers."""
+
+import asyncio
+from functools import partial
+from typing import Any
+
+import orjson
+import structlog
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from ai_gateway.config import constants
+from ai_gateway.config.settings import Settings
+from ai_gateway.errors import InvalidRequest
+
+log = structlog.get_logger(__name__)
+
+HEADER_TOO_LARGE = 431
+
+
+class HeaderLimitedProtocol(HttpToolsProtocol):
+    """httptools' protocol that counts and times each header block before the parser sees it.
+
+    httptools has no header limit and its work grows faster than the header (a 50 MB header
+    held the event loop for seconds), so the bytes are counted here, before `feed_data`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        max_header_bytes: int = constants.DEFAULT_MAX_HEADER_BYTES,
+        header_timeout_s: float = constants.DEFAULT_HEADER_TIMEOUT_S,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._max_header_bytes = max_header_bytes
+        self._header_timeout_s = header_timeout_s
+        self._reading_headers = True
+        self._header_bytes = 0  # of the open header block; 0 once its headers are complete
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._is_rejected = False
+
+    # Narrowed from BaseTransport exactly as uvicorn's own protocol does.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the clock for the first header block."""
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the clock."""
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Count header bytes, then parse; a block that outgrows the limit is never parsed."""
+        if self._reading_headers:
+            # A block pipelined behind a request in the same read is counted from the next
+            # read: it can pass the limit by at most one read before it is caught.
+            self._header_bytes += len(data)
+            if self._header_bytes > self._max_header_bytes:
+                self._receive_past_limit(data)
+                return
+        super().data_received(data)
+        if self._header_bytes and self._header_timer is None:
+            # The next request on a kept-alive connection has begun: its clock starts now.
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        """The header block is in: what follows is the body, untimed and uncounted here."""
+        self._reading_headers = False
+        self._header_bytes = 0
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """Any byte after a whole request belongs to the next header block."""
+        self._reading_headers = True
+        super().on_message_complete()
+
+    def _receive_past_limit(self, data: bytes) -> None:
+        """Parse only the part of `data` within the limit; reject if the headers end later."""
+        if self._is_rejected:
+            return  # the 431 is sent: later bytes are read and dropped until the close
+        fits = len(data) - (self._header_bytes - self._max_header_bytes)
+        super().data_received(data[:fits])
+        if self.transport.is_closing():
+            return  # the parser rejected the request itself (400)
+        if self._header_bytes > self._max_header_bytes:  # the header block is still open
+            self._reject()
+            return
+        self.data_received(data[fits:])  # the body, or a pipelined request, counted afresh
+
+    def _reject(self) -> None:
+        """Answer 431 and end the connection without reading the rest of the header."""
+        self._is_rejected = True
+        log.info("request_header_too_large", client=self.client and self.client[0])
+        if self._is_answering():
+            # A pipelined request: its 431 cannot overtake the answer in progress, so that
+            # answer is the connection's last.
+            self.cycle.keep_alive = False
+            return
+        self.transport.write(header_too_large_response(self._max_header_bytes, self.server_state))
+        if self.transport.can_write_eof():
+            # Half-close: a full close with the client's bytes unread sends a reset, which can
+            # destroy the 431 before the client reads it. The header timer ends the rest.
+            self.transport.write_eof()
+            if self._header_timer is None:
+                self._arm_header_timer()
+        else:
+            self.transport.close()
+
+    def _is_answering(self) -> bool:
+        """Whether a response is in progress on this connection."""
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _arm_header_timer(self) -> None:
+        """Close the connection unless a header block completes within the timeout."""
+        self._header_timer = self.loop.call_later(self._header_timeout_s, self._on_header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        """Stop the header clock, if it runs."""
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _on_header_timeout(self) -> None:
+        """Close a connection whose header block is overdue."""
+        self._header_timer = None
+        if not self._is_rejected:
+            log.info("request_header_timeout", client=self.client and self.client[0])
+        if self._is_answering():
+            # The overdue block is pipelined behind an answer in progress: that answer is
+            # finished, and is the connection's last.
+            self.cycle.keep_alive = False
+            return
+        self.transport.close()
+
+
+def header_too_large_response(max_header_bytes: int, server_state: ServerState) -> bytes:
+    """The whole 431 response: status line, uvicorn's default headers, the error envelope."""
+    error = InvalidRequest(
+        f"The request line and headers are over the limit of {max_header_bytes} bytes.",
+        code="request_header_fields_too_large",
+        status=HEADER_TOO_LARGE,
+    )
+    body = orjson.dumps(error.envelope())
+    head = [STATUS_LINE[HEADER_TOO_LARGE]]
+    head += [name + b": " + value + b"\r\n" for name, value in server_state.default_headers]
+    head += [
+        b"content-type: application/json\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n\r\n",
+    ]
+    return b"".join(head) + body
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the gateway: the header-limited protocol, picklable for workers."""
+    protocol = partial(
+        HeaderLimitedProtocol,
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+    )
+    return {"http": protocol}

@@ -1,0 +1,175 @@
+"""Gateway: the one way in. Every HTTP request walks the same steps, in this order:
+
+request id and record -> route and method -> gateway key -> the path's provider -> body (content
+type, size) -> the endpoint -> one error renderer -> one log line.
+
+Per-caller concerns hook in at `_respond`, the one seam every route passes. Once the body has
+been read, the request watches its connection: a caller that leaves cancels the request's work
+(routing, upstream calls, the stream) and is logged as `client_closed`.
+"""
+
+import asyncio
+import random
+import re
+from collections.abc import Awaitable, Callable
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ai_gateway.api.auth import authenticate
+from ai_gateway.api.body import check_content_type, read_body
+from ai_gateway.api.record import RequestRecord
+from ai_gateway.api.renderer import error_response, internal_error
+from ai_gateway.api.routes import Call, Routes
+from ai_gateway.config.constants import (
+    MAX_REQUEST_ID_LENGTH,
+    REQUEST_ID_HEADER,
+    SERVER_TIMING_HEADER,
+)
+from ai_gateway.errors import GatewayError
+from ai_gateway.keys import KeyStore
+from ai_gateway.providers.registry import Registry
+
+log = structlog.get_logger(__name__)
+
+SANE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:\-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+REQUEST_ID = REQUEST_ID_HEADER.encode()
+SERVER_TIMING = SERVER_TIMING_HEADER.encode()
+
+
+def request_id_of(scope: Scope) -> str:
+    """The caller's request id if it is sane, else a new one."""
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID:
+            candidate: str = value.decode("latin-1")
+            if SANE_REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    # Not a secret, only unique: the PRNG is far cheaper than uuid4's system randomness here.
+    return f"req_{random.getrandbits(128):032x}"
+
+
+def watch_disconnect(receive: Receive, record: RequestRecord) -> "asyncio.Task[None]":
+    """A task that cancels the running request when its caller goes away before the response
+    has ended. (Servers also report a disconnect once the response is complete: not a leave.)"""
+    request = asyncio.current_task()
+
+    async def wait() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not record.is_finished and request is not None:
+            record.is_client_closed = True
+            request.cancel()
+
+    return asyncio.ensure_future(wait())
+
+
+class Gateway:
+    """The ASGI application: lifespan, and every HTTP request through one dispatch."""
+
+    def __init__(
+        self,
+        routes: Routes,
+        *,
+        keys: KeyStore,
+        registry: Registry,
+        max_request_bytes: int,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.routes = routes
+        self.keys = keys
+        self.registry = registry
+        self.max_request_bytes = max_request_bytes
+        self._on_shutdown = on_shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Start at once (everything was built before serving); release connections at the end."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.routes.ready = False
+                if self._on_shutdown is not None:
+                    await self._on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One request: its record, its response, its log line, whatever happens."""
+        record = RequestRecord(request_id_of(scope), scope["method"], scope["path"])
+        structlog.contextvars.bind_contextvars(request_id=record.request_id)
+        framed = self._framing(record, send, is_head=scope["method"] == "HEAD")
+        try:
+            await self._serve(scope, receive, framed, record)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not record.is_client_closed or task is None or task.uncancel() > 0:
+                raise
+        except Exception:
+            log.exception("unhandled_error")
+            if record.status is None:
+                await error_response(internal_error(record.request_id), record)(
+                    scope, receive, framed
+                )
+        finally:
+            log.info("request", **record.fields())
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, record: RequestRecord
+    ) -> None:
+        """The response for the request, or its error in the envelope; the connection is watched
+        from the end of the body to the end of the response."""
+        watch: list[asyncio.Task[None]] = []
+        try:
+            try:
+                response = await self._respond(Request(scope, receive), record, watch)
+            except GatewayError as error:
+                response = error_response(error, record)
+            await response(scope, receive, send)
+        finally:
+            for task in watch:
+                task.cancel()
+
+    async def _respond(
+        self, request: Request, record: RequestRecord, watch: list["asyncio.Task[None]"]
+    ) -> Response:
+        """The one seam: route, key, provider, body, then the endpoint."""
+        endpoint, provider_name = self.routes.match(request.method, request.url.path)
+        if endpoint.needs_key:
+            authenticate(self.keys, request.headers.get("authorization"))
+        provider = None if provider_name is None else self.registry.provider(provider_name)
+        body = b""
+        if endpoint.reads_body:
+            check_content_type(request.headers.get("content-type"))
+            body = await read_body(request, self.max_request_bytes)
+        watch.append(watch_disconnect(request.receive, record))
+        return await endpoint.handle(Call(request, record, provider, body))
+
+    @staticmethod
+    def _framing(record: RequestRecord, send: Send, *, is_head: bool) -> Send:
+        """`send` adding the request id and Server-Timing to the head, noting the status and the
+        end of the response; a HEAD request's body is left out."""
+        request_id = (REQUEST_ID, record.request_id.encode())
+
+        async def framed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                timing = (SERVER_TIMING, record.server_timing().encode())
+                message["headers"] = [*message.get("headers", []), request_id, timing]
+            elif message["type"] == "http.response.body":
+                record.is_finished = not message.get("more_body", False)
+                if is_head:
+                    message = {**message, "body": b""}
+            await send(message)
+
+        return framed

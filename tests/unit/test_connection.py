@@ -1,0 +1,143 @@
+"""HeaderLimitedProtocol fed directly: what a plain loopback socket cannot force."""
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from ai_gateway.api.connection import HeaderLimitedProtocol
+
+MAX_HEADER_BYTES = 1024
+ENVELOPE = {
+    "error": {
+        "message": "The request line and headers are over the limit of 1024 bytes.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "request_header_fields_too_large",
+    }
+}
+
+
+class RecordingTransport(asyncio.Transport):
+    """Keeps what is written; like TLS when it cannot half-close."""
+
+    def __init__(self, *, can_write_eof: bool) -> None:
+        super().__init__()
+        self.written = b""
+        self.is_eof_written = False
+        self.is_closed = False
+        self._can_write_eof = can_write_eof
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def can_write_eof(self) -> bool:
+        return self._can_write_eof
+
+    def write_eof(self) -> None:
+        self.is_eof_written = True
+
+    def is_closing(self) -> bool:
+        return self.is_closed
+
+    def close(self) -> None:
+        self.is_closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def ok(scope: Any, receive: Any, send: Any) -> None:
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+def connect(
+    transport: RecordingTransport, *, header_timeout_s: float = 5.0
+) -> HeaderLimitedProtocol:
+    config = uvicorn.Config(ok, lifespan="off", log_config=None)
+    protocol = HeaderLimitedProtocol(
+        config,
+        ServerState(),
+        {},
+        max_header_bytes=MAX_HEADER_BYTES,
+        header_timeout_s=header_timeout_s,
+    )
+    protocol.connection_made(transport)
+    return protocol
+
+
+def expected_431() -> bytes:
+    body = orjson.dumps(ENVELOPE)
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"content-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    ) + body
+
+
+@pytest.mark.anyio
+async def test_a_431_is_followed_by_a_half_close_and_later_bytes_are_dropped() -> None:
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport)
+
+    protocol.data_received(b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * MAX_HEADER_BYTES)
+    protocol.data_received(b"a" * 10_000 + b"\r\n\r\n")
+
+    assert transport.written == expected_431()
+    assert transport.is_eof_written
+    assert not transport.is_closed  # the header timer or the client ends it
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_a_431_for_the_next_request_on_a_kept_alive_connection_still_times_out() -> None:
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, header_timeout_s=0.05)
+    protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)  # answered; the connection idles, untimed
+
+    protocol.data_received(b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * MAX_HEADER_BYTES)
+    await asyncio.sleep(0.1)
+
+    assert transport.written.endswith(expected_431())
+    assert transport.is_closed
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_without_half_close_a_431_is_followed_by_a_close() -> None:
+    transport = RecordingTransport(can_write_eof=False)
+    protocol = connect(transport)
+
+    protocol.data_received(b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * MAX_HEADER_BYTES)
+
+    assert transport.written == expected_431()
+    assert transport.is_closed
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_a_malformed_request_over_the_limit_is_still_the_parsers_400() -> None:
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport)
+
+    protocol.data_received(b"GET / HTTP/1.1\r\nno colon\r\n" + b"a" * MAX_HEADER_BYTES)
+
+    assert transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert transport.written.endswith(b"\r\n\r\nInvalid HTTP request received.")
+    assert transport.is_closed
+    protocol.connection_lost(None)
