@@ -3,6 +3,7 @@
 from collections.abc import Mapping
 
 from ai_gateway.api.dispatch import Gateway
+from ai_gateway.api.openapi import build_document
 from ai_gateway.api.routes import Endpoints, Routes
 from ai_gateway.config.file import GatewayConfig
 from ai_gateway.config.loader import load_config
@@ -41,6 +42,7 @@ def create_app(
         router,
         max_json_depth=settings.max_json_depth,
         send_timeout_s=settings.stream_send_timeout_s,
+        openapi=build_document(),
     )
     return Gateway(
         Routes(endpoints),

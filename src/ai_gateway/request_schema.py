@@ -127,10 +127,15 @@ class ResponseFormat(Shape):
     json_schema: dict[str, Any] | None = None
 
 
+# Longer than any vendor's model id; printable ASCII, so that an id is safe in logs and in the
+# response header that names the deployment.
+ModelId = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[\x20-\x7e]+$")]
+
+
 class ChatRequestShape(Shape):
     """`POST /v1/chat/completions` body."""
 
-    model: str
+    model: ModelId
     messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -158,7 +163,9 @@ SHAPE_DECODER = msgspec.json.Decoder(ChatRequestShape)
 FIELDS_DECODER = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
-def json_schema() -> dict[str, Any]:
-    """The request's JSON Schema (with `$defs`), for the OpenAPI document."""
-    schema: dict[str, Any] = msgspec.json.schema(ChatRequestShape)
-    return schema
+def schema_components(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request's JSON Schema as a reference and the named schemas it uses."""
+    (reference,), components = msgspec.json.schema_components(
+        [ChatRequestShape], ref_template=ref_template
+    )
+    return reference, components

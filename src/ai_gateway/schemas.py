@@ -5,7 +5,6 @@ causing a 400. The request is validated strictly against request_schema.py: a mi
 the caller's error, not something to coerce.
 """
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -20,10 +19,6 @@ FINISH_REASONS: frozenset[str] = frozenset(get_args(FinishReason))
 
 
 MODEL_AND_MESSAGES = frozenset({"model", "messages"})
-# Longer than any vendor's model id; bounds what a caller can put in logs and breaker names.
-MAX_MODEL_LENGTH = 256
-# Printable ASCII: every vendor's model ids fit, and the id is safe in a response header.
-MODEL_ID = re.compile(r"[\x20-\x7e]+")
 
 
 def as_python(value: Any) -> Any:
@@ -65,10 +60,8 @@ class ChatCompletionRequest:
 
     @classmethod
     def from_json(cls, raw: bytes) -> "ChatCompletionRequest":
-        """Validate a body (msgspec.ValidationError, msgspec.DecodeError, ValueError for a bad
-        model id) and keep it."""
+        """Validate a body (else msgspec.ValidationError or msgspec.DecodeError) and keep it."""
         shape = SHAPE_DECODER.decode(raw)
-        check_model_id(shape.model)
         params = FIELDS_DECODER.decode(raw)
         messages = params.pop("messages")
         del params["model"]
@@ -108,12 +101,6 @@ class ChatCompletionRequest:
     def upstream_messages(self) -> msgspec.Raw:
         """The messages exactly as the caller sent them."""
         return self.messages
-
-
-def check_model_id(model: str) -> None:
-    """Model ids are 1-256 printable ASCII characters (they reach logs and a response header)."""
-    if not 0 < len(model) <= MAX_MODEL_LENGTH or not MODEL_ID.fullmatch(model):
-        raise ValueError(f"model ids are 1 to {MAX_MODEL_LENGTH} printable ASCII characters")
 
 
 class ResponseModel(BaseModel):

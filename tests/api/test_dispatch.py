@@ -229,3 +229,29 @@ async def test_a_body_nested_too_deep_is_a_400_before_any_upstream_call(
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "nesting_too_deep"
     assert provider.requests == []
+
+
+@pytest.mark.anyio
+async def test_the_openapi_document_is_served_without_a_key_and_describes_every_route(
+    settings: Settings,
+) -> None:
+    async with serve_app(settings, Registry({"cerebras": FakeProvider()}), key=None) as http:
+        response = await http.get("/openapi.json")
+
+    document = response.json()
+    assert response.status_code == 200
+    assert document["openapi"] == "3.1.0"
+    assert set(document["paths"]) == {
+        "/v1/chat/completions",
+        "/{provider}/v1/chat/completions",
+        "/v1/models",
+        "/{provider}/v1/models",
+        "/v1/deployments/health",
+        "/healthz",
+        "/readyz",
+    }
+    request = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    reference = request["content"]["application/json"]["schema"]["$ref"]
+    shape = document["components"]["schemas"][reference.rsplit("/", 1)[-1]]
+    assert shape["required"] == ["model", "messages"]
+    assert shape["properties"]["model"]["maxLength"] == 256

@@ -86,8 +86,6 @@ def parse_chat_request(raw: bytes, *, max_depth: int) -> ChatCompletionRequest:
             "We could not parse the JSON body of your request. Send a valid JSON object.",
             code="invalid_json",
         ) from None
-    except ValueError as exc:  # the model id's own check
-        raise InvalidRequest(f"Invalid request: 'model': {exc}", param="model") from None
 
 
 def param_of(path: str) -> str | None:

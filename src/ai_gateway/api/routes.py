@@ -22,6 +22,7 @@ from ai_gateway.config.constants import (
     HEALTH_PATH,
     MOCK_HEADER,
     MODELS_PATH,
+    OPENAPI_PATH,
     READY_PATH,
 )
 from ai_gateway.errors import GatewayError, MethodNotAllowed, NotFound, ServiceUnavailable
@@ -141,8 +142,16 @@ def model_list(cards: list[ModelCard]) -> Response:
 class Endpoints:
     """Every endpoint, over the router (and through it the registry)."""
 
-    def __init__(self, router: Router, *, max_json_depth: int, send_timeout_s: float) -> None:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        max_json_depth: int,
+        send_timeout_s: float,
+        openapi: bytes = b"{}",
+    ) -> None:
         self.router = router
+        self.openapi = openapi
         self.max_json_depth = max_json_depth
         self.send_timeout_s = send_timeout_s
         self.ready = True
@@ -201,6 +210,10 @@ class Endpoints:
         """Liveness: the process answers."""
         return json_response({"status": "ok"})
 
+    async def openapi_document(self, _: Call) -> Response:
+        """The OpenAPI document, built once at start-up."""
+        return Response(self.openapi, media_type="application/json")
+
     async def readiness(self, _: Call) -> Response:
         """Readiness: the config is loaded and every provider built (both happen before the
         server listens); 503 once the gateway is shutting down."""
@@ -228,6 +241,7 @@ class Routes:
             DEPLOYMENTS_HEALTH_PATH: {"GET": Endpoint(endpoints.deployments_health)},
             HEALTH_PATH: {"GET": Endpoint(endpoints.health, needs_key=False)},
             READY_PATH: {"GET": Endpoint(endpoints.readiness, needs_key=False)},
+            OPENAPI_PATH: {"GET": Endpoint(endpoints.openapi_document, needs_key=False)},
         }
         self.provider_paths: Table = {
             CHAT_COMPLETIONS_PATH: {"POST": chat},

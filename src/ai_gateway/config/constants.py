@@ -9,6 +9,7 @@ CHAT_COMPLETIONS_PATH: Final = "/v1/chat/completions"
 MODELS_PATH: Final = "/v1/models"
 HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
+OPENAPI_PATH: Final = "/openapi.json"
 DEPLOYMENTS_HEALTH_PATH: Final = "/v1/deployments/health"
 
 REQUEST_ID_HEADER: Final = "x-request-id"
