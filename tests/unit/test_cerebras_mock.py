@@ -18,10 +18,9 @@ from ai_gateway.providers.cerebras_mock import (
     MockCerebrasClient,
     answer_text,
     message_text,
-    refusal,
     requested_tool,
-    upstream_answer,
 )
+from ai_gateway.providers.cerebras_refusals import refusal, upstream_answer
 from ai_gateway.providers.normalizer import ChunkNormalizer, to_completion
 from ai_gateway.providers.wire import OpenAIWire, WireClient
 from ai_gateway.routing.outcome import Outcome, classify

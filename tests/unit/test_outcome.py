@@ -17,6 +17,7 @@ from ai_gateway.errors import (
     RateLimited,
     RequestTooLarge,
     UpstreamAuthError,
+    UpstreamResponseTooLarge,
     UpstreamTimeout,
 )
 from ai_gateway.routing.outcome import (
@@ -66,6 +67,12 @@ def test_rate_limits_and_upstream_failures_are_retried(error: GatewayError) -> N
 
 def test_an_upstream_auth_error_falls_back() -> None:
     error = UpstreamAuthError("upstream rejected the key", status=502)
+
+    assert outcome(error) is Outcome.FALL_BACK
+
+
+def test_an_oversized_reply_falls_back_instead_of_fetching_it_again() -> None:
+    error = UpstreamResponseTooLarge("cerebras sent a reply over 16777216 bytes")
 
     assert outcome(error) is Outcome.FALL_BACK
 

@@ -27,8 +27,8 @@ from ai_gateway.config.constants import (
 )
 from ai_gateway.errors import GatewayError, MethodNotAllowed, NotFound, ServiceUnavailable
 from ai_gateway.providers.protocol import ChatProvider
-from ai_gateway.routing.route import Deployment, Route
-from ai_gateway.routing.router import Router, Served
+from ai_gateway.routing.route import Deployment, Route, Served
+from ai_gateway.routing.router import Router
 from ai_gateway.schemas import ChatCompletionRequest, ModelCard, ModelList
 
 log = structlog.get_logger(__name__)

@@ -8,6 +8,7 @@ any other may still be tried; once none may, they are tried too, least recently 
 Nothing is refused only because a breaker is open.
 """
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Collection
@@ -16,7 +17,13 @@ import structlog
 
 from ai_gateway.errors import GatewayError, ProviderError
 from ai_gateway.routing.breaker import BreakerBoard
-from ai_gateway.routing.outcome import Outcome, classify, most_informative, retry_after_s
+from ai_gateway.routing.outcome import (
+    Outcome,
+    classify,
+    marks_unhealthy,
+    most_informative,
+    retry_after_s,
+)
 from ai_gateway.routing.route import Deployment, Route
 
 log = structlog.get_logger(__name__)
@@ -137,6 +144,42 @@ class Attempts:
             base = self.policy.backoff_initial_s * 2 ** (tries - 1)
             wait = min(base, self.policy.backoff_max_s) * self._rng.uniform(0.5, 1.0)
         self.ready_at[deployment.key] = self._clock() + wait
+
+    def settle_failure(self, deployment: Deployment, probe: bool, error: GatewayError) -> Outcome:
+        """Note a failed attempt on the plan and on the deployment's breaker.
+
+        Failures that say the deployment is unwell count against it; the caller's own error
+        counts as healthy (the upstream answered); anything else (a 429, a parameter refused)
+        only frees the probe.
+        """
+        breaker = self._breakers.get(deployment.key)
+        outcome = self.failed(deployment, error)
+        if marks_unhealthy(error):
+            breaker.failed(probe=probe)
+        elif outcome is Outcome.STOP:
+            breaker.succeeded(probe=probe)
+        else:
+            breaker.released(probe=probe)
+        return outcome
+
+    def settle_success(self, deployment: Deployment, probe: bool) -> None:
+        """The deployment answered."""
+        self._breakers.get(deployment.key).succeeded(probe=probe)
+
+    def release(self, deployment: Deployment, probe: bool) -> None:
+        """An attempt ended without an outcome (cancelled): only its probe slot is freed."""
+        self._breakers.get(deployment.key).released(probe=probe)
+
+    async def next_turn(self) -> Deployment:
+        """The next deployment, once its turn has come (backoff, Retry-After); when nothing is
+        left to try, the most informative error."""
+        upcoming = self.next()
+        if upcoming is None:
+            raise self.final_error()
+        deployment, start_at = upcoming
+        if start_at > self._clock():
+            await asyncio.sleep(start_at - self._clock())
+        return deployment
 
     def final_error(self) -> GatewayError:
         """The error for the caller once nothing is left to try."""

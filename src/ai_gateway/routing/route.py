@@ -3,12 +3,13 @@
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ai_gateway.config.file import RoutingConfig, TimeoutsConfig
 from ai_gateway.providers.protocol import ChatProvider
 
 NO_TIMEOUTS = TimeoutsConfig()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +87,12 @@ class Route:
     name: str
     deployments: tuple[Deployment, ...]
     policy: Policy = Policy()
+
+
+@dataclass(frozen=True, slots=True)
+class Served(Generic[T]):
+    """What answered, and how many attempts it took."""
+
+    value: T
+    deployment: Deployment
+    attempts: int

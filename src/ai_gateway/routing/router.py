@@ -1,5 +1,5 @@
 """Router: a model name -> its route, and serving a request over it with retries, fallbacks,
-breakers, hedging and per-deployment timeouts.
+breakers and per-deployment timeouts (hedged routes race their attempts in routing/hedging.py).
 
 An attempt ends at the first byte the caller could see: the whole completion, or a stream's first
 chunk. Until then every failure is the router's to handle; after it, a stream is the caller's,
@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from math import inf
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import structlog
 
@@ -26,10 +26,11 @@ from ai_gateway.errors import (
 )
 from ai_gateway.providers.protocol import ChatProvider
 from ai_gateway.providers.registry import Registry
-from ai_gateway.routing.attempts import MIN_ATTEMPT_S, Attempts
+from ai_gateway.routing.attempts import Attempts
 from ai_gateway.routing.breaker import BreakerBoard
-from ai_gateway.routing.outcome import Outcome, marks_unhealthy
-from ai_gateway.routing.route import Deployment, Policy, Route, Timeouts
+from ai_gateway.routing.hedging import Hedger
+from ai_gateway.routing.outcome import Outcome
+from ai_gateway.routing.route import Deployment, Policy, Route, Served, Timeouts
 from ai_gateway.schemas import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 
 log = structlog.get_logger(__name__)
@@ -55,25 +56,6 @@ class OpenedStream:
         """Drop the stream and release its upstream connection."""
         await self.rest.aclose()
         await self.upstream.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class Served(Generic[T]):
-    """What answered, and how many attempts it took."""
-
-    value: T
-    deployment: Deployment
-    attempts: int
-
-
-@dataclass(slots=True)
-class Attempt(Generic[T]):
-    """One running attempt of a hedged request."""
-
-    deployment: Deployment
-    probe: bool
-    started: float
-    task: "asyncio.Task[T]"
 
 
 def timed_out(
@@ -136,7 +118,7 @@ class Router:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311  # spreading load, not secrets
         self._variants: dict[str, ChatProvider] = {}
-        self._background: set[asyncio.Future[None]] = set()
+        self._hedger = Hedger(breakers, clock=clock)
 
     def route(self, model: str) -> Route:
         """The route for a unified-route model: an alias, else `provider/model`."""
@@ -231,7 +213,7 @@ class Router:
         try:
             if plan.policy.hedge_after_s is None:
                 return await self._serve_in_turn(plan, attempt)
-            return await self._serve_hedged(plan, attempt, discard)
+            return await self._hedger.serve(plan, attempt, discard)
         except GatewayError as error:
             error.attempts = plan.count
             raise
@@ -241,199 +223,19 @@ class Router:
     ) -> Served[T]:
         """One attempt after another, awaited in place (no task per attempt on the hot path)."""
         while True:
-            deployment = await self._next_turn(plan)
+            deployment = await plan.next_turn()
             probe = plan.started(deployment)
             try:
                 value = await attempt(deployment, plan.remaining_s())
             except GatewayError as error:
-                if self._failed(plan, deployment, probe, error) is Outcome.STOP:
+                if plan.settle_failure(deployment, probe, error) is Outcome.STOP:
                     raise
                 continue
             except BaseException:
-                self.breakers.get(deployment.key).released(probe=probe)
+                plan.release(deployment, probe)
                 raise
-            self.breakers.get(deployment.key).succeeded(probe=probe)
+            plan.settle_success(deployment, probe)
             return Served(value, deployment, plan.count)
-
-    async def _serve_hedged(
-        self,
-        plan: Attempts,
-        attempt: Callable[[Deployment, float], Awaitable[T]],
-        discard: Callable[[T], Awaitable[None]] | None,
-    ) -> Served[T]:
-        """Attempts as tasks: another starts when the running one is slow; the first answer
-        wins. The caller's own error (stop) waits while another attempt may still succeed."""
-        running: list[Attempt[T]] = []
-        stopped: GatewayError | None = None
-        served: Served[T] | None = None
-        try:
-            while served is None:
-                if not running:
-                    if stopped is not None:
-                        raise stopped
-                    running.append(self._start(plan, await self._next_turn(plan), attempt))
-                wait, hedge = (None, None) if stopped else self._hedge_plan(plan, running)
-                done, _ = await asyncio.wait(
-                    [a.task for a in running], timeout=wait, return_when="FIRST_COMPLETED"
-                )
-                if not done:
-                    if hedge is not None and self._may_hedge(plan, running, hedge):
-                        log.info("hedge_started", slow=running[0].deployment.key, hedge=hedge.key)
-                        running.append(self._start(plan, hedge, attempt))
-                    continue
-                served, stop = self._settle(plan, done, running)
-                stopped = stopped or stop
-            return served
-        finally:
-            await self._cancel(running, discard, winner=served)
-
-    async def _next_turn(self, plan: Attempts) -> Deployment:
-        """The next deployment, once its turn has come (backoff, Retry-After); when nothing is
-        left to try, the most informative error."""
-        upcoming = plan.next()
-        if upcoming is None:
-            raise plan.final_error()
-        deployment, start_at = upcoming
-        if start_at > self._clock():
-            await asyncio.sleep(start_at - self._clock())
-        return deployment
-
-    def _start(
-        self,
-        plan: Attempts,
-        deployment: Deployment,
-        attempt: Callable[[Deployment, float], Awaitable[T]],
-    ) -> Attempt[T]:
-        probe = plan.started(deployment)
-        task = asyncio.ensure_future(attempt(deployment, plan.remaining_s()))
-        return Attempt(deployment, probe, self._clock(), task)
-
-    def _hedge_plan(
-        self, plan: Attempts, running: list[Attempt[T]]
-    ) -> tuple[float | None, Deployment | None]:
-        """How long to wait before hedging, and with which deployment: once the running attempt
-        is `hedge_after` old and the next deployment may start. (None, None): do not hedge."""
-        hedge_after = plan.policy.hedge_after_s
-        if hedge_after is None or len(running) != 1:
-            return None, None
-        upcoming = plan.next(busy={a.deployment.key for a in running})
-        if upcoming is None or not self.breakers.get(upcoming[0].key).allows():
-            return None, None  # never hedge onto an open circuit
-        deployment, start_at = upcoming
-        hedge_at = max(running[0].started + hedge_after, start_at)
-        if hedge_at >= plan.deadline - MIN_ATTEMPT_S:
-            return None, None
-        return max(hedge_at - self._clock(), 0.0), deployment
-
-    def _may_hedge(self, plan: Attempts, running: list[Attempt[T]], hedge: Deployment) -> bool:
-        """Whether the planned hedge may still start now (the plan may have moved on)."""
-        upcoming = plan.next(busy={a.deployment.key for a in running})
-        return (
-            upcoming is not None
-            and upcoming[0] is hedge
-            and upcoming[1] <= self._clock()
-            and self.breakers.get(hedge.key).allows()
-        )
-
-    def _settle(
-        self, plan: Attempts, done: set["asyncio.Task[T]"], running: list[Attempt[T]]
-    ) -> tuple[Served[T] | None, GatewayError | None]:
-        """Note every finished attempt; the winner (the first success), and a stop error."""
-        finished_now = [a for a in running if a.task in done]
-        for finished in finished_now:
-            error = finished.task.exception()
-            if error is not None and not isinstance(error, GatewayError):
-                raise error  # a bug, not an upstream failure: _cancel releases every attempt
-        served: Served[T] | None = None
-        stopped: GatewayError | None = None
-        for finished in finished_now:
-            error = finished.task.exception()
-            if error is None and served is None:
-                running.remove(finished)
-                self.breakers.get(finished.deployment.key).succeeded(probe=finished.probe)
-                served = Served(finished.task.result(), finished.deployment, plan.count)
-            elif isinstance(error, GatewayError):
-                running.remove(finished)
-                if self._failed(plan, finished.deployment, finished.probe, error) is Outcome.STOP:
-                    stopped = stopped or error
-        return served, stopped
-
-    def _failed(
-        self, plan: Attempts, deployment: Deployment, probe: bool, error: GatewayError
-    ) -> Outcome:
-        """Note a failed attempt on the plan and the deployment's breaker.
-
-        Failures that say the deployment is unwell count against it; the caller's own error
-        counts as healthy (the upstream answered); anything else (a 429, a parameter refused)
-        only frees the probe.
-        """
-        breaker = self.breakers.get(deployment.key)
-        outcome = plan.failed(deployment, error)
-        if marks_unhealthy(error):
-            breaker.failed(probe=probe)
-        elif outcome is Outcome.STOP:
-            breaker.succeeded(probe=probe)
-        else:
-            breaker.released(probe=probe)
-        return outcome
-
-    async def _cancel(
-        self,
-        running: list[Attempt[T]],
-        discard: Callable[[T], Awaitable[None]] | None,
-        *,
-        winner: Served[T] | None,
-    ) -> None:
-        """Cancel the attempts still running (hedge losers) and release what they opened.
-
-        The clean-up runs to its end even if the request itself is cancelled meanwhile; a winner
-        that can no longer be returned is released too.
-        """
-        cleanup = self._keep(self._drain(list(running), discard))
-        running.clear()
-        try:
-            await asyncio.shield(cleanup)
-        except BaseException:
-            if winner is not None and discard is not None:
-                self._keep(self._release(discard, winner.value))
-            raise
-
-    async def _drain(
-        self, attempts: list[Attempt[T]], discard: Callable[[T], Awaitable[None]] | None
-    ) -> None:
-        """Cancel and await every attempt; close what a finished loser opened."""
-        for attempt in attempts:
-            attempt.task.cancel()
-        if attempts:
-            await asyncio.wait([a.task for a in attempts])
-        for attempt in attempts:
-            self.breakers.get(attempt.deployment.key).released(probe=attempt.probe)
-        for attempt in attempts:
-            if attempt.task.cancelled():
-                log.info("attempt_cancelled", deployment=attempt.deployment.key)
-            elif attempt.task.exception() is None and discard is not None:
-                await self._release(discard, attempt.task.result())
-
-    @staticmethod
-    async def _release(discard: Callable[[T], Awaitable[None]], value: T) -> None:
-        """Close what a losing attempt opened; a failure to close is logged, not raised."""
-        try:
-            await discard(value)
-        except Exception:
-            log.exception("attempt_release_failed")
-
-    def _keep(self, work: Awaitable[None]) -> "asyncio.Future[None]":
-        """Run `work` as a task the router holds until it ends (tasks are otherwise weakly held)."""
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._forget)
-        return task
-
-    def _forget(self, task: "asyncio.Future[None]") -> None:
-        """Drop a finished background task, logging (so retrieving) any failure."""
-        self._background.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("background_cleanup_failed", error=type(error).__name__)
 
 
 def for_deployment(req: ChatCompletionRequest, deployment: Deployment) -> ChatCompletionRequest:
