@@ -124,6 +124,11 @@ class UpstreamResponseTooLarge(ProviderError):
     code = "upstream_response_too_large"
 
 
+class UpstreamRedirected(ProviderError):
+    """The upstream answered with a redirect (3xx), which the gateway never follows: it would
+    send the prompt and the key to another host."""
+
+
 class ParameterRejected(InvalidRequest):
     """The deployment's policy refuses a parameter the caller sent (400)."""
 

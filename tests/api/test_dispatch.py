@@ -101,6 +101,38 @@ async def test_a_caller_that_leaves_cancels_the_routing_and_is_logged_as_client_
 
 
 @pytest.mark.anyio
+async def test_a_caller_that_leaves_while_sending_its_body_is_client_closed_not_a_500(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = FakeProvider()
+    app = create_app(settings, registry=Registry({"cerebras": provider}), config=ONE_ATTEMPT)
+    headers = [(b"authorization", f"Bearer {GATEWAY_KEY}".encode())]
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"model": "cerebras/', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    monkeypatch.setattr(dispatch, "log", structlog.get_logger())
+    with capture_logs() as logs:
+        await app(scope_of("POST", "/v1/chat/completions", headers), receive, send)
+
+    assert sent == []
+    assert provider.requests == []
+    assert [e["event"] for e in logs] == ["request"]
+    assert (logs[0]["status"], logs[0]["error_code"]) == (499, "client_closed")
+
+
+@pytest.mark.anyio
 async def test_a_cancellation_from_elsewhere_is_not_swallowed(settings: Settings) -> None:
     provider = HangingProvider()
     app = create_app(settings, registry=Registry({"cerebras": provider}), config=ONE_ATTEMPT)

@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 
-from ai_gateway.errors import GatewayError, ProviderError, UpstreamResponseTooLarge
+from ai_gateway.errors import (
+    GatewayError,
+    ProviderError,
+    UpstreamRedirected,
+    UpstreamResponseTooLarge,
+)
 from ai_gateway.providers.protocol import UpstreamAPI
 from ai_gateway.providers.registry import build_registry, upstream_limits
 from ai_gateway.providers.upstream_limits import UpstreamLimits
@@ -361,9 +366,9 @@ async def test_a_redirect_is_a_502_and_is_never_followed(
     with pytest.raises(ProviderError) as info:
         await calls[call]()
 
-    assert type(info.value) is ProviderError
+    assert type(info.value) is UpstreamRedirected
     assert info.value.envelope()["error"] == {
-        "message": f"cerebras returned HTTP {status}",
+        "message": f"cerebras returned HTTP {status}; redirects are not followed",
         "type": "upstream_error",
         "param": None,
         "code": "upstream_error",

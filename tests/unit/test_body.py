@@ -7,7 +7,7 @@ from ai_gateway.api.body import (
     check_content_type,
     check_depth,
     invalid_request,
-    nesting_depth,
+    is_nested_deeper,
     param_of,
     parse_chat_request,
 )
@@ -25,6 +25,11 @@ def nested(levels: int) -> bytes:
     )
 
 
+def brackets(depth: int) -> bytes:
+    """`depth` nested arrays."""
+    return b"[" * depth + b"]" * depth
+
+
 @pytest.mark.parametrize(
     ("text", "depth"),
     [
@@ -35,14 +40,30 @@ def nested(levels: int) -> bytes:
         (b'{"a": "\\"[[["}', 1),
         (b'{"a": "x\\\\\\"[[", "b": [[]]}', 3),
         (b'[{"a": {}}, [[{}]]]', 4),
-        (b"[" * 70 + b"]" * 70, LIMIT + 1),
-        (b"[}", 1),
-        (b"", 0),
-        (b"not json", 0),
+        (b"[[], [[]], [[[]]], []]", 4),
+        (brackets(5) * 3 + brackets(9), 9),
+        (brackets(63) + brackets(64), 64),
+        (brackets(2_000_000), 2_000_000),
     ],
 )
-def test_nesting_depth_counts_levels_outside_strings(text: bytes, depth: int) -> None:
-    assert nesting_depth(text, LIMIT) == depth
+def test_nesting_counts_levels_outside_strings(text: bytes, depth: int) -> None:
+    for limit in (1, 2, 3, 8, 64):
+        assert is_nested_deeper(text, limit) is (depth > limit), limit
+
+
+def test_a_body_of_many_deep_groups_is_judged_in_bounded_time() -> None:
+    body = brackets(64) * (4 * 1024 * 1024 // 128)
+
+    assert not is_nested_deeper(body, 64)
+    assert is_nested_deeper(body + brackets(65), 64)
+
+
+@pytest.mark.parametrize("text", [b"[}", b'{"a": [}', b"[[1]", b"[" * 70 + b"}" * 70])
+def test_brackets_that_do_not_pair_up_are_invalid_json_not_too_deep(text: bytes) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(text, max_depth=LIMIT)
+
+    assert caught.value.code == "invalid_json"
 
 
 def test_a_body_at_the_depth_limit_is_accepted() -> None:
@@ -59,6 +80,13 @@ def test_a_body_nested_too_deep_is_a_400_before_parsing(levels: int) -> None:
     assert caught.value.status_code == 400
     assert caught.value.code == "nesting_too_deep"
     assert str(LIMIT) in caught.value.message
+
+
+def test_the_highest_depth_limit_still_rejects_what_the_parser_cannot_read() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(nested(5000), max_depth=256)
+
+    assert caught.value.code == "nesting_too_deep"
 
 
 def test_check_depth_ignores_brackets_inside_strings() -> None:

@@ -17,6 +17,7 @@ from ai_gateway.errors import (
     RateLimited,
     RequestTooLarge,
     UpstreamAuthError,
+    UpstreamRedirected,
     UpstreamResponseTooLarge,
     UpstreamTimeout,
 )
@@ -75,6 +76,10 @@ def test_an_oversized_reply_falls_back_instead_of_fetching_it_again() -> None:
     error = UpstreamResponseTooLarge("cerebras sent a reply over 16777216 bytes")
 
     assert outcome(error) is Outcome.FALL_BACK
+
+
+def test_a_redirect_falls_back_instead_of_being_retried() -> None:
+    assert outcome(UpstreamRedirected("cerebras returned HTTP 307")) is Outcome.FALL_BACK
 
 
 def test_an_unconfigured_provider_falls_back() -> None:

@@ -296,6 +296,17 @@ def test_limits_must_be_positive(
     assert caught.value.problems == (f"{variable} must be greater than 0",)
 
 
+def test_the_json_depth_limit_stays_below_the_parsers_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MAX_JSON_DEPTH", "257")
+
+    with pytest.raises(InvalidSettings) as caught:
+        load_settings()
+
+    assert caught.value.problems == ("MAX_JSON_DEPTH must be less than or equal to 256",)
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [

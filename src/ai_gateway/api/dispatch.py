@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 import structlog
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -114,6 +114,8 @@ class Gateway:
             task = asyncio.current_task()
             if not record.is_client_closed or task is None or task.uncancel() > 0:
                 raise
+        except ClientDisconnect:  # the caller left while sending its body
+            record.is_client_closed = True
         except Exception:
             log.exception("unhandled_error")
             if record.status is None:
@@ -144,7 +146,7 @@ class Gateway:
         self, request: Request, record: RequestRecord, watch: list["asyncio.Task[None]"]
     ) -> Response:
         """The one seam: route, key, provider, body, then the endpoint."""
-        endpoint, provider_name = self.routes.match(request.method, request.url.path)
+        endpoint, provider_name = self.routes.match(request.scope["method"], request.scope["path"])
         if endpoint.needs_key:
             authenticate(self.keys, request.headers.get("authorization"))
         provider = None if provider_name is None else self.registry.provider(provider_name)

@@ -52,7 +52,9 @@ class Settings(BaseSettings):
         default=constants.DEFAULT_MAX_UPSTREAM_RESPONSE_BYTES, gt=0
     )
     max_upstream_event_bytes: int = Field(default=constants.DEFAULT_MAX_UPSTREAM_EVENT_BYTES, gt=0)
-    max_json_depth: int = Field(default=constants.DEFAULT_MAX_JSON_DEPTH, gt=0)
+    max_json_depth: int = Field(
+        default=constants.DEFAULT_MAX_JSON_DEPTH, gt=0, le=constants.MAX_JSON_DEPTH_LIMIT
+    )
     max_header_bytes: int = Field(default=constants.DEFAULT_MAX_HEADER_BYTES, gt=0)
     header_timeout_s: float = Field(default=constants.DEFAULT_HEADER_TIMEOUT_S, gt=0)
     models_cache_ttl_s: float = Field(default=constants.DEFAULT_MODELS_CACHE_TTL_S, ge=0)

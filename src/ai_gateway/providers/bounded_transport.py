@@ -147,7 +147,7 @@ def inflater_for(provider: str, encoding: str | None) -> Inflater | None:
         return None
     if encoding in ("gzip", "x-gzip", "deflate"):
         return Inflater(encoding)
-    raise malformed(provider, f"unsupported content encoding {encoding[:40]!r}")
+    raise malformed(provider, "a content encoding the gateway did not ask for")
 
 
 def declared_length(response: httpx.Response) -> int:

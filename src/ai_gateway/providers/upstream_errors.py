@@ -9,6 +9,7 @@ from ai_gateway.errors import (
     ProviderError,
     RateLimited,
     UpstreamAuthError,
+    UpstreamRedirected,
     UpstreamResponseTooLarge,
     UpstreamTimeout,
 )
@@ -81,6 +82,8 @@ def from_upstream_status(
         return UpstreamAuthError(
             f"{provider} rejected the gateway's upstream credentials (HTTP {status})"
         )
+    if 300 <= status < 400:
+        return UpstreamRedirected(f"{provider} returned HTTP {status}; redirects are not followed")
     if status == 408:
         return UpstreamTimeout(f"{provider} timed out (HTTP 408)")
     if status in CALLER_STATUSES:

@@ -3,10 +3,10 @@
 - retry: connection errors, timeouts, malformed answers, upstream 5xx and 429. The same deployment
   may be tried again after a backoff (or the upstream's Retry-After), others at once.
 - fall back: this deployment cannot serve this request, another might: the upstream rejected the
-  gateway's key (401, 402, 403), sent a reply over the size limit (fetching it again would cost
-  the same), does not know the model or path (404), the provider has no key
-  here, the deployment's policy rejects a parameter, or (where the alias allows it) the context
-  is too long for this model.
+  gateway's key (401, 402, 403), redirected (never followed), sent a reply over the size limit
+  (fetching it again would cost the same), does not know the model or path (404), the provider
+  has no key here, the deployment's policy rejects a parameter, or (where the alias allows it)
+  the context is too long for this model.
 - stop: any other error about the caller's request (upstream 400, 409, 413, 422) goes back at
   once.
 """
@@ -27,6 +27,7 @@ from ai_gateway.errors import (
     ProviderNotConfigured,
     RateLimited,
     UpstreamAuthError,
+    UpstreamRedirected,
     UpstreamResponseTooLarge,
 )
 
@@ -57,7 +58,7 @@ def is_not_found(error: GatewayError) -> bool:
 
 def classify(error: GatewayError, *, fallback_on_context_length: bool) -> Outcome:
     """The outcome of one failed attempt."""
-    if isinstance(error, UpstreamAuthError | UpstreamResponseTooLarge):
+    if isinstance(error, UpstreamAuthError | UpstreamRedirected | UpstreamResponseTooLarge):
         return Outcome.FALL_BACK  # the same deployment would answer the same way
     if isinstance(error, RateLimited | ProviderError):
         return Outcome.RETRY
