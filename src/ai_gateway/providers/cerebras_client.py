@@ -119,7 +119,7 @@ def cerebras_errors(redactor: Redactor) -> Iterator[None]:
         raise from_upstream_status(
             PROVIDER, exc.status_code, exc.body, headers=exc.response.headers, redactor=redactor
         ) from None
-    except (sdk.APIResponseValidationError, json.JSONDecodeError) as exc:
+    except (sdk.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise malformed(PROVIDER, "invalid JSON") from exc
 
 

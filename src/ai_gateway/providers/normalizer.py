@@ -8,6 +8,7 @@ the one place that fills those gaps; anything that still does not fit is a malfo
 import time
 import uuid
 from contextlib import suppress
+from math import isfinite
 from typing import Any
 
 from ai_gateway.errors import GatewayError
@@ -45,9 +46,19 @@ def error_in_body(
 def created_of(data: dict[str, Any]) -> int:
     """The integer `created`, now when the upstream gave none."""
     created = data.get("created")
-    if isinstance(created, int | float) and not isinstance(created, bool):
+    if isinstance(created, int | float) and not isinstance(created, bool) and isfinite(created):
         return int(created)
     return int(time.time())
+
+
+def choices_of(provider: str, data: dict[str, Any]) -> list[Any]:
+    """The upstream's choices: a list, or none at all; anything else is a malformed reply."""
+    choices = data.get("choices")
+    if choices is None:
+        return []
+    if not isinstance(choices, list):
+        raise malformed(provider, "choices is not a list")
+    return choices
 
 
 def finish_reason_of(value: object, *, final: bool) -> str | None:
@@ -63,8 +74,8 @@ def usage_of(value: object) -> dict[str, Any]:
         return dict(ZERO_USAGE)
     usage = {**ZERO_USAGE, **value}
     for name in ZERO_USAGE:
-        with suppress(TypeError, ValueError):  # numeric strings become numbers; the rest is
-            usage[name] = int(usage[name])  # left for the shape check to reject
+        with suppress(TypeError, ValueError, OverflowError):  # numeric strings become numbers;
+            usage[name] = int(usage[name])  # the rest is left for the shape check to reject
     if "total_tokens" not in value:
         with suppress(TypeError):
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -97,7 +108,7 @@ def to_completion(provider: str, data: dict[str, Any]) -> ChatCompletionResponse
         "id": data.get("id") or new_completion_id(),
         "object": "chat.completion",
         "created": created_of(data),
-        "choices": [completion_choice(c) for c in data.get("choices") or []],
+        "choices": [completion_choice(c) for c in choices_of(provider, data)],
         "usage": usage_of(data.get("usage")),
     }
     if not normalised["choices"]:
@@ -170,7 +181,7 @@ class ChunkNormalizer:
             "id": self._id,
             "object": "chat.completion.chunk",
             "created": created_of(data),
-            "choices": [chunk_choice(c) for c in data.get("choices") or []],
+            "choices": [chunk_choice(c) for c in choices_of(self._provider, data)],
         }
         self.is_finished |= any(c.get("finish_reason") for c in chunk["choices"])
         usage = chunk.pop("usage", None)

@@ -1,5 +1,6 @@
 """How an upstream's HTTP error (or an error object in its body) becomes a GatewayError."""
 
+import re
 from collections.abc import Mapping
 
 from ai_gateway.config.constants import RETRY_AFTER_HEADERS
@@ -56,9 +57,18 @@ def upstream_field(body: object, name: str) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+# What a retry hint may hold: seconds (or milliseconds) as a number, or an HTTP date. Anything
+# else is upstream text that could carry a secret, so it is not passed on.
+RETRY_HINT = re.compile(r"\d{1,10}(\.\d{1,6})?|[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} [\d:]{8} GMT")
+
+
 def retry_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The upstream's retry hints, under their exact names."""
-    return {name: headers[name] for name in RETRY_AFTER_HEADERS if name in headers}
+    """The upstream's well-formed retry hints, under their exact names."""
+    return {
+        name: headers[name]
+        for name in RETRY_AFTER_HEADERS
+        if name in headers and RETRY_HINT.fullmatch(headers[name].strip())
+    }
 
 
 def from_upstream_status(
