@@ -104,6 +104,39 @@ def event_stream(
     )
 
 
+class SendWatchdog:
+    """Cuts off a caller whose one write has waited `timeout_s`: the stream's task is
+    cancelled. One timer per stream checks every quarter of the timeout (a timer per write
+    would cost more than the write), so the cut comes between 1 and 1.25 times the timeout."""
+
+    def __init__(self, send: Send, timeout_s: float) -> None:
+        self._send = send
+        self.timeout_s = timeout_s
+        self.fired = False
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._since: float | None = None
+        self._timer = self._loop.call_later(timeout_s / 4, self._check)
+
+    async def send(self, message: Message) -> None:
+        """`send`, watched."""
+        self._since = self._loop.time()
+        await self._send(message)
+        self._since = None
+
+    def _check(self) -> None:
+        since = self._since
+        if since is not None and self._loop.time() - since >= self.timeout_s and self._task:
+            self.fired = True
+            self._task.cancel()
+            return
+        self._timer = self._loop.call_later(self.timeout_s / 4, self._check)
+
+    def stop(self) -> None:
+        """No more checks."""
+        self._timer.cancel()
+
+
 class EventStreamResponse(StreamingResponse):
     """Streams SSE frames; ends them, closing the upstream, when the response ends however it
     ends: completed, the caller gone (the dispatch cancels the request), or a caller that stops
@@ -125,30 +158,23 @@ class EventStreamResponse(StreamingResponse):
         self._send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watchdog = SendWatchdog(send, self._send_timeout_s)
         try:
             start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-            await send(start)
-            async with asyncio.timeout(None) as limit:
-                await self._stream(self._timed(send, limit))
-        except TimeoutError:
+            await watchdog.send(start)
+            await self._stream(watchdog.send)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not watchdog.fired or task is None or task.uncancel() > 0:
+                raise
             # The connection is left unfinished: the server closes it.
             log.warning("stream_send_timeout", send_timeout_s=self._send_timeout_s)
             self._record.error_code = SEND_TIMEOUT
         finally:
+            watchdog.stop()
             await self.frames.aclose()
             if self._close is not None:
                 await self._close()
-
-    def _timed(self, send: Send, limit: asyncio.Timeout) -> Send:
-        """`send`, each call bounded by the send timeout (no timer while waiting upstream)."""
-        loop = asyncio.get_running_loop()
-
-        async def timed(message: Message) -> None:
-            limit.reschedule(loop.time() + self._send_timeout_s)
-            await send(message)
-            limit.reschedule(None)
-
-        return timed
 
     async def _stream(self, send: Send) -> None:
         """Send the first frame at once, then the rest, coalescing frames ready together."""
