@@ -148,7 +148,7 @@ class Endpoints:
         *,
         max_json_depth: int,
         send_timeout_s: float,
-        openapi: bytes = b"{}",
+        openapi: bytes,
     ) -> None:
         self.router = router
         self.openapi = openapi
