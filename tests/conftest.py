@@ -1,5 +1,6 @@
 """Shared fixtures: hermetic settings, the fake upstream, a no-network guard."""
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -132,6 +133,47 @@ async def serve_app(
     async with httpx.AsyncClient(
         transport=transport, base_url="http://gateway", headers=headers
     ) as http:
+        yield http
+
+
+@asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """Run the app's start-up before the block and its shutdown after, as a server would
+    (httpx's in-process transport does neither)."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    task = asyncio.ensure_future(app({"type": "lifespan"}, inbox.get, outbox.put))
+    await inbox.put({"type": "lifespan.startup"})
+    started = await outbox.get()
+    if started["type"] != "lifespan.startup.complete":
+        await task
+        raise RuntimeError(started.get("message", "start-up failed"))
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await outbox.get()
+        await task
+
+
+@asynccontextmanager
+async def started_app(
+    settings: Settings,
+    registry: Registry,
+    *,
+    key: str | None = GATEWAY_KEY,
+    config: GatewayConfig = ONE_ATTEMPT,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Like `serve_app`, with the app's start-up and shutdown run around the block (the
+    database opened, keys loaded, limits connected)."""
+    app = create_app(settings, registry=registry, config=config)
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=headers
+        ) as http,
+    ):
         yield http
 
 

@@ -2,18 +2,53 @@
 
 from collections.abc import Mapping
 
+import redis.asyncio
+
+from ai_gateway.api.admin import AdminApi
 from ai_gateway.api.dispatch import Gateway
 from ai_gateway.api.openapi import build_document
 from ai_gateway.api.routes import Endpoints, Routes
 from ai_gateway.config.file import GatewayConfig
 from ai_gateway.config.loader import load_config
-from ai_gateway.config.settings import Settings, process_environment
+from ai_gateway.config.settings import FailMode, Settings, process_environment
+from ai_gateway.db.engine import create_engine, database_url
 from ai_gateway.errors import ConfigurationError
-from ai_gateway.keys import KeyStore
+from ai_gateway.keys.admin import KeyAdmin
+from ai_gateway.keys.directory import KeyDirectory
+from ai_gateway.keys.sql import KeyRepository
+from ai_gateway.keys.static import KeyStore
+from ai_gateway.limits.admission import Admission
+from ai_gateway.limits.limiter import Limiter
+from ai_gateway.limits.memory import MemoryLimiter
+from ai_gateway.limits.redis_store import RedisLimiter, redis_client
+from ai_gateway.limits.unshared import UnsharedLimiter
 from ai_gateway.providers.registry import Registry, build_registry
 from ai_gateway.routing.table import build_router
+from ai_gateway.runtime import Runtime
 
 __all__ = ["create_app"]
+
+
+def shared_redis(settings: Settings) -> "redis.asyncio.Redis | None":
+    """The shared Redis client (limits, key change announcements), when REDIS_URL is set; every
+    command bounded by REDIS_TIMEOUT_S, never retried (a retried admission could count twice)."""
+    if settings.redis_url is None:
+        return None
+    return redis_client(settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s)
+
+
+def build_limiter(settings: Settings, client: "redis.asyncio.Redis | None") -> Limiter:
+    """Redis when several processes share limits; memory for one; a refusal for several
+    without Redis (see limits/unshared.py)."""
+    if client is not None:
+        return RedisLimiter(
+            client,
+            prefix=settings.redis_prefix,
+            fail_open=settings.limits_fail_mode is FailMode.OPEN,
+        )
+    if settings.ai_gateway_workers > 1:
+        return UnsharedLimiter()
+    return MemoryLimiter()
 
 
 def create_app(
@@ -27,27 +62,55 @@ def create_app(
     `config` instead of reading the file `AI_GATEWAY_CONFIG` names.
 
     Everything is built and checked here, before the server listens: a bad config file fails
-    here. The app closes the registry it built when the server shuts down.
+    here. Connections (database, Redis) open in the app's start-up; the app closes what it
+    built when the server shuts down.
     """
-    keys = KeyStore.from_secrets(settings.gateway_api_keys)
-    if not keys:
-        raise ConfigurationError("GATEWAY_API_KEYS is empty: set at least one gateway key.")
+    static_keys = [key.get_secret_value() for key in settings.gateway_api_keys]
+    admin_keys = KeyStore.from_secrets(settings.gateway_admin_keys)
+    if not any(static_keys) and not admin_keys:
+        raise ConfigurationError(
+            "GATEWAY_API_KEYS is empty: set at least one gateway key, or GATEWAY_ADMIN_KEYS to "
+            "issue virtual keys through the admin API."
+        )
     config = config or load_config(settings.ai_gateway_config)
     owns_registry = registry is None
     registry = registry or build_registry(
         settings, config, process_environment() if environ is None else environ
     )
     router = build_router(config, registry, request_timeout_s=settings.request_timeout_s)
+    engine = create_engine(database_url(settings.database_url))
+    repository = KeyRepository(engine)
+    directory = KeyDirectory(
+        (key for key in static_keys if key), repository, negative_ttl_s=settings.key_negative_ttl_s
+    )
+    client = shared_redis(settings)
+    admission = Admission(
+        build_limiter(settings, client),
+        default_completion_tokens=settings.default_completion_tokens,
+    )
+    runtime = Runtime(
+        engine=engine,
+        directory=directory,
+        admission=admission,
+        redis_client=client,
+        redis_prefix=settings.redis_prefix,
+        refresh_s=settings.key_cache_refresh_s,
+        close_providers=registry.aclose if owns_registry else None,
+    )
     endpoints = Endpoints(
         router,
+        admission=admission,
         max_json_depth=settings.max_json_depth,
         send_timeout_s=settings.stream_send_timeout_s,
         openapi=build_document(),
     )
+    admin = AdminApi(KeyAdmin(repository, runtime.announce))
     return Gateway(
-        Routes(endpoints),
-        keys=keys,
+        Routes(endpoints, admin),
+        keys=directory,
+        admin_keys=admin_keys,
         registry=registry,
         max_request_bytes=settings.max_request_bytes,
-        on_shutdown=registry.aclose if owns_registry else None,
+        on_startup=runtime.start,
+        on_shutdown=runtime.stop,
     )

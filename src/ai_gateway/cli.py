@@ -27,7 +27,12 @@ from ai_gateway.config.settings import (
     load_settings,
     process_environment,
 )
+from ai_gateway.db.engine import create_engine, database_url
+from ai_gateway.db.migrations import ensure_schema
 from ai_gateway.errors import ConfigurationError
+from ai_gateway.keys.commands import COMMANDS as ADMIN_COMMANDS
+from ai_gateway.keys.commands import add_commands, run_command
+from ai_gateway.keys.sql import KeyRepository
 from ai_gateway.logs import configure_logging
 from ai_gateway.providers.registry import build_registry
 from ai_gateway.routing.router import Router
@@ -73,20 +78,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "check-config", help="validate AI_GATEWAY_CONFIG and print the routing table"
     )
     check.add_argument("--config", help="the config file (default: AI_GATEWAY_CONFIG)")
+    add_commands(commands)
     return parser.parse_args(argv)
 
 
 def development_key(settings: Settings) -> str | None:
-    """A generated gateway key when none is set in development; None when keys are set.
+    """A generated gateway key when no key is set in development; None when keys are set
+    (static keys, or admin keys to issue virtual keys with).
 
     Production without keys is a ConfigurationError: it never runs on a key nobody chose.
     """
-    if settings.gateway_api_keys:
+    if settings.gateway_api_keys or settings.gateway_admin_keys:
         return None
     if settings.is_production:
         raise ConfigurationError(
             "GATEWAY_API_KEYS is not set. In production the gateway needs at least one key "
-            "(comma-separated) and will not generate one."
+            "(comma-separated), or GATEWAY_ADMIN_KEYS to issue virtual keys, and will not "
+            "generate one."
         )
     return constants.DEV_KEY_PREFIX + secrets.token_urlsafe(24)
 
@@ -131,14 +139,32 @@ def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Confi
     if args.workers == 1:
         return uvicorn.Config(create_app(settings), **options)
     resolve_routing(settings)  # a bad config file stops here, not in every worker
+    asyncio.run(prepare_shared_database(settings))
     keys = ",".join(key.get_secret_value() for key in settings.gateway_api_keys)
     os.environ["GATEWAY_API_KEYS"] = keys
+    os.environ["AI_GATEWAY_WORKERS"] = str(args.workers)
     os.environ["LOG_LEVEL"] = settings.log_level
     if settings.ai_gateway_config:
         os.environ["AI_GATEWAY_CONFIG"] = settings.ai_gateway_config
     return uvicorn.Config(
         "ai_gateway.cli:app_from_environment", factory=True, workers=args.workers, **options
     )
+
+
+async def prepare_shared_database(settings: Settings) -> None:
+    """Before several workers start: the schema checked (SQLite's brought up to date here, once,
+    not raced by every worker), and a refusal if stored keys have limits that the workers could
+    only count each on its own (no REDIS_URL)."""
+    engine = create_engine(database_url(settings.database_url))
+    try:
+        await ensure_schema(engine)
+        if settings.redis_url is None and await KeyRepository(engine).has_limits():
+            raise ConfigurationError(
+                "--workers N with rate limits needs REDIS_URL: each worker would count limits "
+                "on its own, multiplying them by N. Set REDIS_URL or run one worker."
+            )
+    finally:
+        await engine.dispose()
 
 
 def run_server(config: uvicorn.Config, sock: socket.socket) -> None:
@@ -200,7 +226,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `ai-gateway` console script and `python -m ai_gateway`."""
     args = parse_args(argv)
     try:
-        check_config(args) if args.command == "check-config" else serve(args)
+        if args.command in ADMIN_COMMANDS:
+            run_command(args)
+        elif args.command == "check-config":
+            check_config(args)
+        else:
+            serve(args)
     except ConfigurationError as exc:
         problems = exc.problems if isinstance(exc, InvalidSettings) else (str(exc),)
         sys.stderr.write("".join(f"ai-gateway: configuration error: {p}\n" for p in problems))

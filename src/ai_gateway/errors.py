@@ -55,11 +55,14 @@ class RequestTooLarge(InvalidRequest):
 
 
 class AuthenticationFailed(GatewayError):
-    """Missing, malformed or unknown gateway key."""
+    """Missing, malformed, unknown, disabled or expired key; always with the Bearer challenge."""
 
     status = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"www-authenticate": "Bearer"})
 
 
 class NotFound(InvalidRequest):
@@ -164,3 +167,10 @@ class ConfigurationError(GatewayError):
     Raised at start-up only, never rendered as a response."""
 
     code = "configuration_error"
+
+
+class Conflict(InvalidRequest):
+    """The change clashes with what is stored: a duplicate name, a team that still has keys."""
+
+    status = 409
+    code = "conflict"

@@ -2,7 +2,7 @@
 
 from pydantic import SecretStr
 
-from ai_gateway.keys import KeyStore
+from ai_gateway.keys.static import KeyStore
 
 
 def test_verify_accepts_every_stored_key() -> None:

@@ -1,11 +1,16 @@
 """Gateway: the one way in. Every HTTP request walks the same steps, in this order:
 
-request id and record -> route and method -> gateway key -> the path's provider -> body (content
-type, size) -> the endpoint -> one error renderer -> one log line.
+request id and record -> route and method -> key (the caller's, or an admin's) -> the path's
+provider -> body (content type, size) -> the endpoint -> one error renderer -> the caller's
+ticket settled -> one log line.
 
-Per-caller concerns hook in at `_respond`, the one seam every route passes. Once the body has
-been read, the request watches its connection: a caller that leaves cancels the request's work
-(routing, upstream calls, the stream) and is logged as `client_closed`.
+Per-caller concerns hook in at `_respond` and `_serve`, the one seam every route passes: the key
+resolves to a Caller (key id, team, models, limits) on the record; the chat endpoint admits a
+limited caller's request (a Ticket, or a 429) before any upstream call; the ticket's
+`x-ratelimit-*` headers go on the response head and it is settled, once, when the response has
+ended however it ended. Once the body has been read, the request watches its connection: a
+caller that leaves cancels the request's work (routing, upstream calls, the stream) and is
+logged as `client_closed`.
 """
 
 import asyncio
@@ -18,18 +23,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ai_gateway.api.auth import authenticate
+from ai_gateway.api.auth import authenticate, bearer_token
 from ai_gateway.api.body import check_content_type, read_body
 from ai_gateway.api.record import RequestRecord
 from ai_gateway.api.renderer import error_response, internal_error
-from ai_gateway.api.routes import Call, Routes
+from ai_gateway.api.routes import Access, Call, Routes
 from ai_gateway.config.constants import (
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
     SERVER_TIMING_HEADER,
 )
-from ai_gateway.errors import GatewayError
-from ai_gateway.keys import KeyStore
+from ai_gateway.errors import GatewayError, NotFound
+from ai_gateway.keys.directory import KeyDirectory
+from ai_gateway.keys.static import KeyStore
 from ai_gateway.providers.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -73,15 +79,19 @@ class Gateway:
         self,
         routes: Routes,
         *,
-        keys: KeyStore,
+        keys: KeyDirectory,
+        admin_keys: KeyStore,
         registry: Registry,
         max_request_bytes: int,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.routes = routes
         self.keys = keys
+        self.admin_keys = admin_keys
         self.registry = registry
         self.max_request_bytes = max_request_bytes
+        self._on_startup = on_startup
         self._on_shutdown = on_shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,10 +101,18 @@ class Gateway:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Start at once (everything was built before serving); release connections at the end."""
+        """Open what needs a running loop (the database, key cache, limits store) before
+        serving; release connections at the end. A failed start-up names its reason."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    if self._on_startup is not None:
+                        await self._on_startup()
+                except Exception as exc:
+                    log.error("startup_failed", reason=str(exc))
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.routes.ready = False
@@ -141,14 +159,21 @@ class Gateway:
         finally:
             for task in watch:
                 task.cancel()
+            if record.ticket is not None:
+                record.ticket.settle(record)
 
     async def _respond(
         self, request: Request, record: RequestRecord, watch: list["asyncio.Task[None]"]
     ) -> Response:
-        """The one seam: route, key, provider, body, then the endpoint."""
+        """The one seam: route, key (its Caller on the record), provider, body, the endpoint."""
         endpoint, provider_name = self.routes.match(request.scope["method"], request.scope["path"])
-        if endpoint.needs_key:
-            authenticate(self.keys, request.headers.get("authorization"))
+        if endpoint.access is Access.CALLER:
+            token = bearer_token(request.headers.get("authorization"))
+            record.caller = await self.keys.caller(token)
+        elif endpoint.access is Access.ADMIN:
+            if not self.admin_keys:
+                raise NotFound("The admin API is off: set GATEWAY_ADMIN_KEYS to turn it on.")
+            authenticate(self.admin_keys, request.headers.get("authorization"))
         provider = None if provider_name is None else self.registry.provider(provider_name)
         body = b""
         if endpoint.reads_body:
@@ -167,7 +192,10 @@ class Gateway:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 timing = (SERVER_TIMING, record.server_timing().encode())
-                message["headers"] = [*message.get("headers", []), request_id, timing]
+                headers = [*message.get("headers", []), request_id, timing]
+                if record.ticket is not None:
+                    headers += record.ticket.headers
+                message["headers"] = headers
             elif message["type"] == "http.response.body":
                 record.is_finished = not message.get("more_body", False)
                 if is_head:

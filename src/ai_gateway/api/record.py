@@ -1,10 +1,15 @@
-"""RequestRecord: what the request's single log line reports, filled in as the request runs."""
+"""RequestRecord: what the request's single log line reports, filled in as the request runs,
+and who made the request (its caller and, for a limited caller, its ticket to settle)."""
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ai_gateway.keys.caller import Caller
 from ai_gateway.schemas import Usage
+
+if TYPE_CHECKING:
+    from ai_gateway.limits.admission import Ticket
 
 CLIENT_CLOSED = "client_closed"
 CLIENT_CLOSED_STATUS = 499
@@ -29,6 +34,10 @@ class RequestRecord:
     gateway_ms: float | None = None
     usage: Usage | None = None
     error_code: str | None = None
+    chunks: int = 0
+    """Stream chunks relayed to the caller."""
+    caller: Caller | None = None
+    ticket: "Ticket | None" = None
     is_finished: bool = False
     """The response's last byte has been handed to the server."""
     is_client_closed: bool = False
@@ -52,7 +61,7 @@ class RequestRecord:
 
     def fields(self) -> dict[str, Any]:
         """The log line's key/value pairs."""
-        usage = self.usage
+        usage, caller = self.usage, self.caller
         return {
             "method": self.method,
             "path": self.path,
@@ -70,4 +79,6 @@ class RequestRecord:
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "error_code": CLIENT_CLOSED if self.is_client_closed else self.error_code,
+            "key_id": caller.key_id if caller else None,
+            "team": caller.team if caller else None,
         }

@@ -5,7 +5,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -16,6 +17,7 @@ from ai_gateway.api.body import parse_chat_request
 from ai_gateway.api.record import RequestRecord
 from ai_gateway.api.streaming import event_stream
 from ai_gateway.config.constants import (
+    ADMIN_PREFIX,
     CHAT_COMPLETIONS_PATH,
     DEPLOYMENT_HEADER,
     DEPLOYMENTS_HEALTH_PATH,
@@ -25,7 +27,15 @@ from ai_gateway.config.constants import (
     OPENAPI_PATH,
     READY_PATH,
 )
-from ai_gateway.errors import GatewayError, MethodNotAllowed, NotFound, ServiceUnavailable
+from ai_gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    ServiceUnavailable,
+)
+from ai_gateway.keys.caller import Caller
+from ai_gateway.limits.admission import Admission
 from ai_gateway.providers.protocol import ChatProvider
 from ai_gateway.routing.route import Deployment, Route, Served
 from ai_gateway.routing.router import Router
@@ -49,12 +59,22 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response]]
 
 
+class Access(StrEnum):
+    """Which key a route takes."""
+
+    PUBLIC = "public"
+    CALLER = "caller"
+    """A caller's key: static (GATEWAY_API_KEYS) or virtual."""
+    ADMIN = "admin"
+    """An admin key (GATEWAY_ADMIN_KEYS)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """What serves one method on one path, and what the dispatch does before it."""
 
     handle: Handler
-    needs_key: bool = True
+    access: Access = Access.CALLER
     reads_body: bool = False
 
 
@@ -134,6 +154,16 @@ async def stream_response(
     )
 
 
+def check_model_access(caller: Caller, model: str, provider: ChatProvider | None) -> None:
+    """A key limited to some models gets OpenAI's 404 for any other (the same answer as for a
+    model that does not exist, so a key learns nothing about models it may not use)."""
+    name = model if provider is None else f"{provider.name}/{model}"
+    if not caller.may_use(name):
+        raise ModelNotFound(
+            f"The model `{model}` does not exist or you do not have access to it.", param="model"
+        )
+
+
 def model_list(cards: list[ModelCard]) -> Response:
     """The OpenAI list shape."""
     return json_response(ModelList(data=cards).model_dump(mode="json"))
@@ -146,11 +176,13 @@ class Endpoints:
         self,
         router: Router,
         *,
+        admission: Admission,
         max_json_depth: int,
         send_timeout_s: float,
         openapi: bytes,
     ) -> None:
         self.router = router
+        self.admission = admission
         self.openapi = openapi
         self.max_json_depth = max_json_depth
         self.send_timeout_s = send_timeout_s
@@ -160,20 +192,32 @@ class Endpoints:
         """`model` is an alias or `<provider>/<model id>`; on `/{provider}/v1/...` the
         provider's own model id."""
         body = parse_chat_request(call.body, max_depth=self.max_json_depth)
-        router = self.router
+        router, record = self.router, call.record
+        if record.caller is not None:
+            check_model_access(record.caller, body.model, call.provider)
         route = (
             router.route(body.model)
             if call.provider is None
             else router.direct(call.provider, body.model)
         )
-        return await complete(router, route, body, call.record, send_timeout_s=self.send_timeout_s)
+        if record.caller is not None:
+            record.ticket = await self.admission.admit(record.caller, body)
+        return await complete(router, route, body, record, send_timeout_s=self.send_timeout_s)
 
     async def models(self, call: Call) -> Response:
         """One provider's models with bare ids; or the aliases, then every provider's models
         under the ids the unified route takes."""
+        caller = call.record.caller
         if call.provider is not None:
-            return model_list(await call.provider.list_models())
-        return model_list(await self.unified_models())
+            cards = await call.provider.list_models()
+            if caller is not None and caller.models is not None:
+                prefix = call.provider.name + "/"
+                cards = [c for c in cards if caller.may_use(prefix + c.id)]
+            return model_list(cards)
+        cards = await self.unified_models()
+        if caller is not None and caller.models is not None:
+            cards = [c for c in cards if caller.may_use(c.id)]
+        return model_list(cards)
 
     async def unified_models(self) -> list[ModelCard]:
         """The providers are asked together; one that fails is left out (and logged), so one
@@ -225,23 +269,32 @@ class Endpoints:
 Table = dict[str, dict[str, Endpoint]]
 
 
+class AdminRoutes(Protocol):
+    """The admin API's own table, under ADMIN_PREFIX."""
+
+    def match(self, method: str, path: str) -> Endpoint:
+        """The admin endpoint for a method and path."""
+        ...
+
+
 class Routes:
     """Method and path -> endpoint. `/{provider}/...` paths also name their provider.
 
     A trailing slash names the same route (no redirect); HEAD is served wherever GET is.
     """
 
-    def __init__(self, endpoints: Endpoints) -> None:
+    def __init__(self, endpoints: Endpoints, admin: AdminRoutes | None = None) -> None:
         self.endpoints = endpoints
+        self.admin = admin
         chat = Endpoint(endpoints.chat_completions, reads_body=True)
         models = Endpoint(endpoints.models)
         self.paths: Table = {
             CHAT_COMPLETIONS_PATH: {"POST": chat},
             MODELS_PATH: {"GET": models},
             DEPLOYMENTS_HEALTH_PATH: {"GET": Endpoint(endpoints.deployments_health)},
-            HEALTH_PATH: {"GET": Endpoint(endpoints.health, needs_key=False)},
-            READY_PATH: {"GET": Endpoint(endpoints.readiness, needs_key=False)},
-            OPENAPI_PATH: {"GET": Endpoint(endpoints.openapi_document, needs_key=False)},
+            HEALTH_PATH: {"GET": Endpoint(endpoints.health, access=Access.PUBLIC)},
+            READY_PATH: {"GET": Endpoint(endpoints.readiness, access=Access.PUBLIC)},
+            OPENAPI_PATH: {"GET": Endpoint(endpoints.openapi_document, access=Access.PUBLIC)},
         }
         self.provider_paths: Table = {
             CHAT_COMPLETIONS_PATH: {"POST": chat},
@@ -261,6 +314,8 @@ class Routes:
         """The endpoint and, on a `/{provider}/...` path, the provider's name."""
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
+        if self.admin is not None and path.startswith(ADMIN_PREFIX):
+            return self.admin.match(method, path), None
         methods = self.paths.get(path)
         provider = None
         if methods is None:

@@ -69,6 +69,7 @@ async def event_frames(
                     record.usage = chunk.usage
                 if include_usage or chunk.usage is None:
                     yield encode_chunk(chunk, include_usage=include_usage)
+                record.chunks += 1
                 chunk = await anext(rest, None)
         except GatewayError as exc:
             log.warning("stream_failed", code=exc.code, status=exc.status_code)

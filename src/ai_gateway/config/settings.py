@@ -33,6 +33,13 @@ class MockMode(StrEnum):
     FALSE = "false"
 
 
+class FailMode(StrEnum):
+    """What limits do while Redis cannot be reached."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
 class Settings(BaseSettings):
     """Gateway configuration from the environment (and an optional `.env` file)."""
 
@@ -58,12 +65,25 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=constants.DEFAULT_MAX_HEADER_BYTES, gt=0)
     header_timeout_s: float = Field(default=constants.DEFAULT_HEADER_TIMEOUT_S, gt=0)
     models_cache_ttl_s: float = Field(default=constants.DEFAULT_MODELS_CACHE_TTL_S, ge=0)
+    gateway_admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    database_url: str | None = None
+    redis_url: SecretStr | None = None
+    redis_prefix: str = Field(default="aigw", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    redis_timeout_s: float = Field(default=constants.DEFAULT_REDIS_TIMEOUT_S, gt=0)
+    limits_fail_mode: FailMode = FailMode.OPEN
+    key_cache_refresh_s: float = Field(default=constants.DEFAULT_KEY_CACHE_REFRESH_S, gt=0)
+    key_negative_ttl_s: float = Field(default=constants.DEFAULT_KEY_NEGATIVE_TTL_S, ge=0)
+    default_completion_tokens: int = Field(
+        default=constants.DEFAULT_COMPLETION_TOKENS_ESTIMATE, gt=0
+    )
+    ai_gateway_workers: int = Field(default=1, gt=0)
+    """Set by `ai-gateway serve --workers N` for its worker processes."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     ci: bool = False
     ai_gateway_config: str | None = None
 
-    @field_validator("gateway_api_keys", mode="before")
+    @field_validator("gateway_api_keys", "gateway_admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         """Accept `GATEWAY_API_KEYS` as a comma-separated string."""
@@ -71,10 +91,12 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("cerebras_api_key", "cerebras_base_url", mode="before")
+    @field_validator(
+        "cerebras_api_key", "cerebras_base_url", "database_url", "redis_url", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
-        """Treat an empty `CEREBRAS_API_KEY=` or `CEREBRAS_BASE_URL=` as unset."""
+        """Treat an empty `CEREBRAS_API_KEY=`, `DATABASE_URL=` and the like as unset."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("cerebras_base_url")
@@ -91,7 +113,9 @@ class Settings(BaseSettings):
             return value.strip().lower() in {"1", "true", "yes", "on"}
         return value
 
-    @field_validator("log_level", "log_format", "cerebras_client", mode="before")
+    @field_validator(
+        "log_level", "log_format", "cerebras_client", "limits_fail_mode", mode="before"
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         """Accept `INFO` as well as `info`."""

@@ -1,15 +1,11 @@
 """KeyStore: the gateway keys callers may present, kept as hashes and compared in constant time."""
 
-import hashlib
 import hmac
 from collections.abc import Iterable
 
 from pydantic import SecretStr
 
-
-def digest(key: str) -> bytes:
-    """The stored form of a key."""
-    return hashlib.sha256(key.encode()).digest()
+from ai_gateway.keys.secret import digest
 
 
 class KeyStore:

@@ -1,0 +1,1 @@
+"""The database: an async SQLAlchemy engine from DATABASE_URL and its Alembic migrations."""

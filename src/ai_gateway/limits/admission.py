@@ -1,0 +1,110 @@
+"""Admission: a limited caller's request is checked against every limit of its key and team
+before the upstream call (reserving its estimated tokens), and settled to the tokens actually
+used when the response ends, whatever way it ends."""
+
+from dataclasses import dataclass
+
+from ai_gateway.api.record import RequestRecord
+from ai_gateway.config.constants import SHOULD_RETRY_HEADER
+from ai_gateway.errors import RateLimited
+from ai_gateway.keys.caller import Caller, Subject
+from ai_gateway.limits.estimate import estimate_prompt_tokens, estimate_tokens
+from ai_gateway.limits.headers import rate_limit_headers, retry_after_headers
+from ai_gateway.limits.limiter import Denial, Dimension, Grant, Limiter
+from ai_gateway.schemas import ChatCompletionRequest
+
+LIMIT_NAMES = {
+    Dimension.REQUESTS: "requests per minute",
+    Dimension.TOKENS: "tokens per minute",
+    Dimension.PARALLEL: "parallel requests",
+}
+LIMIT_CODES = {
+    Dimension.REQUESTS: "rpm_limit_exceeded",
+    Dimension.TOKENS: "tpm_limit_exceeded",
+    Dimension.PARALLEL: "parallel_limit_exceeded",
+}
+
+
+class LimitExceeded(RateLimited):
+    """One of the caller's own limits (its key's or its team's) refused the request."""
+
+
+def limit_of(denial: Denial) -> int | None:
+    """The refusing subject's limit in the refused dimension."""
+    limits = denial.subject.limits
+    return {
+        Dimension.REQUESTS: limits.rpm,
+        Dimension.TOKENS: limits.tpm,
+        Dimension.PARALLEL: limits.parallel,
+    }[denial.dimension]
+
+
+def refusal(denial: Denial, *, tokens: int) -> LimitExceeded:
+    """The 429 for a denial: which limit, of what, and when to retry."""
+    owner = f"{denial.subject.scope.value} {denial.subject.id}"
+    name = LIMIT_NAMES[denial.dimension]
+    headers = {
+        k.decode(): v.decode() for k, v in rate_limit_headers(denial.requests, denial.tokens)
+    }
+    if denial.is_too_large:
+        message = (
+            f"Request too large for {owner}: it may use about {tokens} tokens, the limit is "
+            f"{limit_of(denial)} {name}. Send a shorter request or a lower max_tokens."
+        )
+        headers[SHOULD_RETRY_HEADER] = "false"
+    else:
+        message = f"Rate limit reached for {owner}: {limit_of(denial)} {name}. Retry later."
+        headers.update(retry_after_headers(denial.retry_after_ms))
+    return LimitExceeded(message, code=LIMIT_CODES[denial.dimension], headers=headers)
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted request's claim on its limits, settled once when the response ends."""
+
+    limiter: Limiter
+    subjects: tuple[Subject, ...]
+    grant: Grant
+    prompt_tokens: int
+    headers: list[tuple[bytes, bytes]]
+    is_settled: bool = False
+
+    def used_tokens(self, record: RequestRecord) -> int:
+        """What the request used: the upstream's usage when it reported one; for a request cut
+        short after the upstream began (the caller left, the stream broke), the prompt and the
+        chunks relayed; nothing for a request the upstream refused or never answered."""
+        if record.usage is not None:
+            return record.usage.prompt_tokens + record.usage.completion_tokens
+        if record.is_client_closed or record.chunks:
+            return self.prompt_tokens + record.chunks
+        return 0
+
+    def settle(self, record: RequestRecord) -> None:
+        """Replace the reservation with what was used and end the lease (once)."""
+        if not self.is_settled:
+            self.is_settled = True
+            self.limiter.settle(self.subjects, self.grant, tokens=self.used_tokens(record))
+
+
+class Admission:
+    """Checks limited callers' requests against the limiter."""
+
+    def __init__(self, limiter: Limiter, *, default_completion_tokens: int) -> None:
+        self.limiter = limiter
+        self.default_completion_tokens = default_completion_tokens
+
+    async def admit(self, caller: Caller, body: ChatCompletionRequest) -> Ticket | None:
+        """A ticket for a limited caller's admitted request (None for an unlimited caller), or
+        the 429 naming the limit."""
+        if not caller.subjects:
+            return None
+        tokens = estimate_tokens(body, default_completion_tokens=self.default_completion_tokens)
+        outcome = await self.limiter.admit(caller.subjects, tokens=tokens)
+        if isinstance(outcome, Denial):
+            raise refusal(outcome, tokens=tokens)
+        headers = rate_limit_headers(outcome.requests, outcome.tokens)
+        return Ticket(self.limiter, caller.subjects, outcome, estimate_prompt_tokens(body), headers)
+
+    async def aclose(self) -> None:
+        """Finish pending settles."""
+        await self.limiter.aclose()

@@ -1,0 +1,85 @@
+"""Runtime: what the gateway opens at start-up and closes at shutdown, beside the requests:
+the database (its schema checked, SQLite's brought up to date), the key directory's background
+refresh and its Redis subscription, the limiter's pending settles, Redis and the providers."""
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ai_gateway.db.migrations import ensure_schema
+from ai_gateway.keys.directory import KeyDirectory
+from ai_gateway.keys.invalidation import publish
+from ai_gateway.keys.records import Change
+from ai_gateway.keys.subscription import subscribe
+from ai_gateway.limits.admission import Admission
+
+log = structlog.get_logger(__name__)
+
+
+class Runtime:
+    """Start-up and shutdown of the gateway's connections and background tasks."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        directory: KeyDirectory,
+        admission: Admission,
+        redis_client: "redis.asyncio.Redis | None",
+        redis_prefix: str,
+        refresh_s: float,
+        close_providers: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        self.engine = engine
+        self.directory = directory
+        self.admission = admission
+        self.redis = redis_client
+        self.redis_prefix = redis_prefix
+        self.refresh_s = refresh_s
+        self.close_providers = close_providers
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the database, load the keys, start keeping them fresh."""
+        await ensure_schema(self.engine)
+        await self.directory.reload()
+        self._tasks.append(asyncio.create_task(self.directory.keep_fresh(self.refresh_s)))
+        if self.redis is not None:
+            changes = subscribe(self.redis, self.redis_prefix, on_reconnect=self.directory.reload)
+            self._tasks.append(asyncio.create_task(self.directory.follow(changes)))
+
+    async def announce(self, change: Change) -> None:
+        """A committed change to a key or team: applied here at once, and announced to the other
+        replicas through Redis (if either fails, the next refresh catches up)."""
+        try:
+            await self.directory.apply(change)
+        except Exception:
+            log.warning("key_change_not_applied", scope=change.scope.value, id=change.id)
+        if self.redis is not None:
+            try:
+                await publish(self.redis, self.redis_prefix, change)
+            except Exception:
+                log.warning("key_change_not_announced", scope=change.scope.value, id=change.id)
+
+    async def stop(self) -> None:
+        """Stop the background tasks, write pending figures, close every connection."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        try:
+            await self.directory.flush_last_used()
+        except Exception:
+            log.warning("last_used_not_written", exc_info=True)
+        await self.admission.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+        if self.close_providers is not None:
+            await self.close_providers()

@@ -1,0 +1,110 @@
+"""The schema's migrations: from empty to head on both backends, SQLite upgraded at start-up,
+a PostgreSQL that is behind refused with the command that fixes it."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, column, inspect, table, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ai_gateway.db.migrations import (
+    VERSION_TABLE,
+    current_revision,
+    ensure_schema,
+    head,
+    upgrade,
+)
+from ai_gateway.errors import ConfigurationError
+from ai_gateway.keys.tables import metadata
+from tests.db.databases import KINDS, fresh_database, opened
+
+pytestmark = pytest.mark.anyio
+
+version = table(VERSION_TABLE, column("version_num"))
+
+
+@pytest.fixture(params=KINDS)
+async def empty(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine on an empty database of each kind."""
+    async with fresh_database(request.param, tmp_path) as url, opened(url) as engine:
+        yield engine
+
+
+def differences(connection: Connection) -> list[object]:
+    """What the migrated schema lacks or has beyond the tables the code declares."""
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return list(compare_metadata(context, metadata))
+
+
+def table_names(connection: Connection) -> list[str]:
+    return sorted(inspect(connection).get_table_names())
+
+
+async def test_upgrade_builds_the_declared_schema_from_empty(empty: AsyncEngine) -> None:
+    assert await current_revision(empty) is None
+
+    await upgrade(empty)
+
+    assert await current_revision(empty) == head() == "0001"
+    async with empty.connect() as db:
+        assert await db.run_sync(table_names) == ["ai_gateway_alembic_version", "keys", "teams"]
+        assert await db.run_sync(differences) == []
+
+
+async def test_upgrade_is_safe_to_repeat_and_to_race(empty: AsyncEngine) -> None:
+    async with opened(empty.url.render_as_string(hide_password=False)) as other:
+        await asyncio.gather(upgrade(empty), upgrade(other))
+    await upgrade(empty)
+
+    assert await current_revision(empty) == head()
+
+
+async def test_sqlite_is_brought_up_to_date_at_start_up(tmp_path: Path) -> None:
+    async with opened(f"sqlite:///{tmp_path / 'gw.db'}") as engine:
+        await ensure_schema(engine, is_sqlite=True)
+
+        assert await current_revision(engine) == head()
+
+
+async def test_an_empty_postgresql_is_refused_with_the_command_to_run() -> None:
+    async with fresh_database("postgresql", Path()) as url, opened(url) as engine:
+        with pytest.raises(ConfigurationError) as caught:
+            await ensure_schema(engine, is_sqlite=False)
+
+        assert caught.value.message == (
+            "The database schema is behind (revision none, this gateway needs 0001): run "
+            "`ai-gateway db upgrade` with the same DATABASE_URL, then start the gateway."
+        )
+        assert await current_revision(engine) is None
+
+
+async def test_an_upgraded_postgresql_starts(empty: AsyncEngine) -> None:
+    await upgrade(empty)
+
+    await ensure_schema(empty, is_sqlite=False)
+
+
+async def test_a_schema_newer_than_the_gateway_is_refused(empty: AsyncEngine) -> None:
+    await upgrade(empty)
+    async with empty.begin() as db:
+        await db.execute(update(version).values(version_num="0999"))
+
+    with pytest.raises(ConfigurationError, match=r"revision 0999\) is newer than this gateway"):
+        await ensure_schema(empty)
+    with pytest.raises(ConfigurationError, match=r"^Cannot upgrade the database schema"):
+        await upgrade(empty)
+
+
+async def test_an_unreachable_database_is_a_configuration_error_without_the_password() -> None:
+    async with opened("postgresql://postgres:hunter2@127.0.0.1:1/gw") as engine:
+        with pytest.raises(ConfigurationError) as caught:
+            await ensure_schema(engine)
+
+    assert caught.value.message.startswith(
+        "Cannot open the database postgresql+asyncpg://postgres:***@127.0.0.1:1/gw: "
+    )
+    assert "hunter2" not in caught.value.message
