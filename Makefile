@@ -1,4 +1,5 @@
-# Two commands: `make run` starts the gateway, `make test` runs every check. Both create .venv.
+# Two commands: `make run` starts the gateway, `make test` runs every check (starting the local
+# PostgreSQL and Redis the tests use, if they are down). Both create .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test check lint typecheck unit clean
+.PHONY: install run test check lint typecheck unit clean services
 .PHONY: bench bench-smoke
 
 # Targets started together (`make run` and `make test` on a fresh clone) set up .venv once: the
@@ -26,7 +27,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/ai-gateway serve --host $(HOST) --port $(PORT)
 
-test: check
+test: services check
+
+# The tests use this machine's PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379).
+services:
+	bash scripts/services.sh
 
 check: lint typecheck unit
 

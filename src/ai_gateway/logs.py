@@ -50,5 +50,5 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    for name in ("httpx", "httpcore", "cerebras"):
+    for name in ("httpx", "httpcore", "cerebras", "alembic"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

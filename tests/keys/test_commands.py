@@ -2,6 +2,7 @@
 a real process."""
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -12,9 +13,11 @@ from typing import Any
 import orjson
 import pytest
 import redis
+import structlog
 from anyio.from_thread import start_blocking_portal
 
 from ai_gateway.cli import main
+from ai_gateway.keys import commands
 from ai_gateway.keys.caller import Scope
 from ai_gateway.keys.invalidation import channel, parse
 from ai_gateway.keys.records import Change, Membership
@@ -24,6 +27,26 @@ from tests.db.databases import opened
 from tests.services import REDIS_URL, postgres_database, redis_prefix
 
 DEFAULT_DATABASE = "sqlite:///ai-gateway.db"
+
+
+@pytest.fixture(autouse=True)
+def _uncached_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The commands' logs go to stderr as in the real CLI, without the server's logger caching,
+    which would keep later tests' `capture_logs` from seeing module loggers; the previous
+    configuration comes back afterwards."""
+    saved = structlog.get_config()
+
+    def configure(level: str, fmt: str) -> None:
+        structlog.configure(
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+            wrapper_class=structlog.make_filtering_bound_logger(
+                logging.getLevelName(level.upper())
+            ),
+        )
+
+    monkeypatch.setattr(commands, "configure_logging", configure)
+    yield
+    structlog.configure(**saved)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:

@@ -5,11 +5,13 @@ from functools import partial
 from typing import Any, Final, NoReturn
 
 import orjson
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from ai_gateway.api.routes import Access, Call, Endpoint, Handler, json_response
 from ai_gateway.config.constants import ADMIN_PREFIX
-from ai_gateway.errors import InvalidRequest, MethodNotAllowed, NotFound
+from ai_gateway.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceUnavailable
 from ai_gateway.keys.admin import IssuedKey, KeyAdmin
 from ai_gateway.keys.payloads import (
     KeyCreate,
@@ -21,6 +23,7 @@ from ai_gateway.keys.payloads import (
     TeamUpdate,
     validated,
 )
+from ai_gateway.keys.tables import ID_LENGTH
 from ai_gateway.keys.views import (
     KEY_OBJECT,
     TEAM_OBJECT,
@@ -29,6 +32,8 @@ from ai_gateway.keys.views import (
     page_view,
     team_view,
 )
+
+log = structlog.get_logger(__name__)
 
 ItemHandler = Callable[[str, Call], Awaitable[Response]]
 # A secret is in the body: no cache anywhere may keep it.
@@ -107,8 +112,19 @@ class AdminApi:
 
     @staticmethod
     def endpoint(handle: Handler, *, reads_body: bool = False) -> Endpoint:
-        """An admin endpoint."""
-        return Endpoint(handle, access=Access.ADMIN, reads_body=reads_body)
+        """An admin endpoint; a database that fails it is a 503, logged, never a 500."""
+
+        async def guarded(call: Call) -> Response:
+            try:
+                return await handle(call)
+            except (SQLAlchemyError, OSError) as error:
+                log.warning("admin_database_failed", error=type(error).__name__)
+                raise ServiceUnavailable(
+                    "The key database cannot be reached right now; retry shortly.",
+                    code="database_unavailable",
+                ) from None
+
+        return Endpoint(guarded, access=Access.ADMIN, reads_body=reads_body)
 
     def match(self, method: str, path: str) -> Endpoint:
         """The endpoint for a path under ADMIN_PREFIX (a trailing slash names the same route;
@@ -121,7 +137,7 @@ class AdminApi:
                 not_allowed(set(methods))
             return methods[method]
         item_methods = self.items.get((parts[0], parts[2] if len(parts) == 3 else ""))
-        if item_methods is None or len(parts) not in (2, 3) or not parts[1]:
+        if item_methods is None or len(parts) not in (2, 3) or not 0 < len(parts[1]) <= ID_LENGTH:
             raise NotFound(f"Unknown admin route. See {ADMIN_PREFIX}keys and {ADMIN_PREFIX}teams.")
         found = item_methods.get(method)
         if found is None:

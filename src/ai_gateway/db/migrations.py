@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Final
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -13,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ai_gateway.errors import ConfigurationError
+
+log = structlog.get_logger(__name__)
 
 SCRIPTS: Final = Path(__file__).with_name("alembic")
 VERSION_TABLE: Final = "ai_gateway_alembic_version"
@@ -110,6 +113,7 @@ async def ensure_schema(engine: AsyncEngine, *, is_sqlite: bool | None = None) -
         )
     if is_sqlite:
         await upgrade(engine)
+        log.info("database_schema_upgraded", revision=newest)
         return
     raise ConfigurationError(
         f"The database schema is behind (revision {current or 'none'}, this gateway needs "

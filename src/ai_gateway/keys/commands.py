@@ -40,6 +40,7 @@ from ai_gateway.keys.views import (
     page_view,
     team_view,
 )
+from ai_gateway.logs import configure_logging
 
 COMMANDS: Final = ("db", "keys", "teams")
 NONE_WORDS: Final = frozenset({"none", "null"})
@@ -326,6 +327,7 @@ def run_command(args: argparse.Namespace) -> None:
     """`db`, `keys` or `teams`: a failure is one line on stderr and exit code 1 (a
     configuration error is left to the CLI's own handler: exit code 2)."""
     settings = load_settings()
+    configure_logging("warning", settings.log_format)  # stdout is for the command's output
     try:
         result = asyncio.run(execute(args, settings))
     except ConfigurationError:
