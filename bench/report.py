@@ -1,20 +1,46 @@
 """Reports of a run: progress lines, the Markdown tables, the targets and the chart."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What a limited row may cost against the static-key row of its run, at concurrency 1."""
+
+    rps_pct: float
+    """The most its throughput may drop, in %."""
+    p50_ms: float
+    """The most its p50 latency (a stream's: time to first event) may grow, in ms."""
+
+    def __str__(self) -> str:
+        return f"throughput ≥ -{self.rps_pct:g}%, p50 ≤ +{self.p50_ms:g} ms"
+
+
+STATIC_ROW = "native"
+"""The limited rows' transport, called with a static key (no limits): their baseline."""
+LIMITED_LABELS = {
+    "vk-memory": "gateway + virtual key, in-memory limits",
+    "vk-redis": "gateway + virtual key, Redis limits",
+}
+BUDGETS = {"vk-memory": Budget(5.0, 0.05), "vk-redis": Budget(20.0, 0.3)}
+CASE_NAMES = {"json-2msg": "JSON 2 msg", "json-50msg": "JSON 50 msg", "stream-2msg": "streams"}
+
+
 def progress_line(row: Row) -> str:
     """One measured repetition, as printed while the run goes."""
     unit = "streams/s" if row["kind"] == "stream" else "req/s"
     text = (
-        f"{row['case']:<20} {row['target']:<7} rep {row['rep'] + 1}: {row['rps']:>9.1f} {unit}"
+        f"{row['case']:<20} {row['target']:<9} rep {row['rep'] + 1}: {row['rps']:>9.1f} {unit}"
         f"  p50 {row['p50']:.3f}  p99 {row['p99']:.3f} ms  errors {row['errors']}"
         f"  cpu {row['cpu_us_per_req']:.0f} µs/req  other-cpu {row['foreign_cores']:.2f}"
     )
+    if "redis_cpu_us_per_req" in row:
+        text += f"  redis-cpu {row['redis_cpu_us_per_req']:.0f} µs/req"
     if "rss_peak_mib" in row:
         text += f"  peak {row['rss_peak_mib']} MiB"
     return text
@@ -31,7 +57,21 @@ def label(meta: Row, target: str) -> str:
     if target == "direct":
         return "direct (limit)"
     known = meta.get("transport_setting_known")
-    return f"gateway {target}" + ("" if known else " †")
+    return LIMITED_LABELS.get(target, f"gateway {target}") + ("" if known else " †")
+
+
+def gateway_rows(result: Row) -> list[str]:
+    """The gateway rows of a run, in the run's order."""
+    return [t for t in dict.fromkeys(s["target"] for s in result["summary"]) if t != "direct"]
+
+
+def limited_rows(result: Row) -> list[str]:
+    """The rows called with a limited virtual key that have a static-key row to compare with."""
+    return [t for t in gateway_rows(result) if t in BUDGETS and has_static(result, t)]
+
+
+def has_static(result: Row, target: str) -> bool:
+    return any("rps_change_pct" in s for s in result["summary"] if s["target"] == target)
 
 
 def json_table(result: Row) -> list[str]:
@@ -150,8 +190,8 @@ TARGETS: list[tuple[str, Check]] = [
 
 
 def targets_table(result: Row, soak: Row | None) -> list[str]:
-    gateways = list(result["meta"]["config"]["transports"])
-    head = "| Target | " + " | ".join(f"gateway {t}" for t in gateways) + " |"
+    gateways = gateway_rows(result)
+    head = "| Target | " + " | ".join(label(result["meta"], t) for t in gateways) + " |"
     lines = [head, "|---|" + "---|" * len(gateways)]
     for name, check in TARGETS:
         cells = []
@@ -161,6 +201,106 @@ def targets_table(result: Row, soak: Row | None) -> list[str]:
             cells.append(f"{text} {verdict}".strip())
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def case_name(entry: Row) -> str:
+    return CASE_NAMES.get(entry["case"].rsplit("-c", 1)[0], entry["case"])
+
+
+def within(entry: Row, budget: Budget) -> bool:
+    """Whether a limited row's case is within its budget (what a c=1 case is held to)."""
+    change = entry.get("rps_change_pct")
+    return (
+        change is not None and change >= -budget.rps_pct and entry["d_p50_static"] <= budget.p50_ms
+    )
+
+
+def cost_cells(entry: Row) -> str:
+    """A limited row's throughput change and p50 change against the static-key row."""
+    return f"{num(entry.get('rps_change_pct'), 1, True)}%, {num(entry['d_p50_static'], 3, True)} ms"
+
+
+def limits_cost_table(result: Row) -> list[str]:
+    """Every case: the static-key row, then each limited row with its cost against it."""
+    meta, limited = result["meta"], limited_rows(result)
+    lines = [
+        "| Case | c | Row | req/s | Δ req/s | p50 ms | Δp50 ms | p99 ms | Δp99 ms | CPU µs/req "
+        "| ΔCPU µs/req | Redis CPU µs/req | Errors |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for s in result["summary"]:
+        if s["target"] not in (STATIC_ROW, *limited):
+            continue
+        is_base = s["target"] == STATIC_ROW
+        change = "-" if is_base else f"{num(s.get('rps_change_pct'), 1, True)}%"
+        lines.append(
+            f"| {case_name(s)} | {s['concurrency']} | {label(meta, s['target'])} "
+            f"| {num(s['rps'], 0)} | {change} | {num(s['p50'], 3)} "
+            f"| {num(s.get('d_p50_static'), 3, True)} | {num(s['p99'], 3)} "
+            f"| {num(s.get('d_p99_static'), 3, True)} | {num(s.get('cpu_us_per_req'), 0)} "
+            f"| {num(s.get('d_cpu_us_static'), 0, True)} "
+            f"| {num(s.get('redis_cpu_us_per_req'), 0)} | {s['errors']} |"
+        )
+    return lines
+
+
+def limits_budget_table(result: Row) -> list[str]:
+    """The budgets, case by case at concurrency 1."""
+    meta, limited = result["meta"], limited_rows(result)
+    lines = [
+        f"| At c=1, against {label(meta, STATIC_ROW)} | "
+        + " | ".join(label(meta, t) for t in limited)
+        + " |",
+        "|---|" + "---|" * len(limited),
+        "| Budget | " + " | ".join(str(BUDGETS[t]) for t in limited) + " |",
+    ]
+    for s in result["summary"]:
+        if s["target"] != STATIC_ROW or s["concurrency"] != 1:
+            continue
+        cells = []
+        for target in limited:
+            entry = find(result, s["case"], target)
+            if entry is None or "d_p50_static" not in entry:
+                cells.append("not measured")
+                continue
+            verdict = "**meets**" if within(entry, BUDGETS[target]) else "**misses**"
+            cells.append(f"{cost_cells(entry)}: {verdict}")
+        name = case_name(s) + (" (TTFE p50)" if s["kind"] == "stream" else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    timing = meta.get("server_timing") or {}
+    base = (timing.get(STATIC_ROW) or {}).get("gw_ms")
+    if base is not None:
+        cells = [
+            num((timing.get(t) or {}).get("gw_ms", base) - base, 3, True) + " ms" for t in limited
+        ]
+        lines.append(
+            "| Server-Timing `gw` (sequential JSON, no verdict) | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def limits_section(result: Row) -> list[str]:
+    """The keys-and-limits rows: what each costs against the static-key row, and its budget."""
+    meta = result["meta"]
+    limits = meta.get("virtual_key_limits") or {}
+    setting = ", ".join(f"`{k}` {v:,}" for k, v in limits.items())
+    prefix = meta.get("redis_prefix")
+    where = f"in memory or in Redis (prefix `{prefix}`, deleted after the run)" if prefix else ""
+    return [
+        f"Keys and limits: {label(meta, STATIC_ROW)} is called with a static key (no limits); "
+        f"the rows below are the same gateway called with a virtual key with every limit set "
+        f"({setting}: counted, never refused), counted {where or 'in memory'}. Δ = limited row "
+        "- static-key row, same run; for streams p50 is the time to first event and req/s is "
+        "streams/s; Redis CPU is the Redis server's, per request (the gateway's own CPU is "
+        "apart from it).",
+        "",
+        *limits_cost_table(result),
+        "",
+        "Budgets (c=1, throughput change and p50 change against the static-key row):",
+        "",
+        *limits_budget_table(result),
+        "",
+    ]
 
 
 def markdown(result: Row, soak: Row | None = None) -> str:
@@ -184,6 +324,7 @@ def markdown(result: Row, soak: Row | None = None) -> str:
         "",
         *stream_table(result),
         "",
+        *(limits_section(result) if limited_rows(result) else []),
         "Targets:",
         "",
         *targets_table(result, soak),
@@ -193,10 +334,12 @@ def markdown(result: Row, soak: Row | None = None) -> str:
     timing = {k: v for k, v in (meta.get("server_timing") or {}).items() if v}
     for name, figures in timing.items():
         lines.append(
-            f"Server-Timing of gateway {name} (sequential JSON requests, medians): "
+            f"Server-Timing of {label(meta, name)} (sequential JSON requests, medians): "
             f"gw {figures.get('gw_ms')} ms (the gateway's own time to the response head), "
             f"upstream {figures.get('upstream_ms')} ms (its upstream call, as it times it)."
         )
+    for name, reason in (meta.get("skipped") or {}).items():
+        lines.append(f"Row {name} was left out: {reason}.")
     if not meta.get("transport_setting_known"):
         lines.append(
             "† This gateway does not read `CEREBRAS_CLIENT` yet: every gateway row ran the "
@@ -274,6 +417,52 @@ def chart(result: Row, path: Path) -> None:
     meta = result["meta"]
     fig.suptitle(f"ai_gateway benchmark, {meta['date'][:10]}, {meta['machine']['nproc']} cores")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def limits_chart(result: Row, path: Path) -> None:
+    """Each limited row against the static-key row, case by case: throughput change, p50 change
+    at c=1 (where the budgets apply, drawn dashed) and CPU per request change."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    limited = limited_rows(result)
+    every = list(dict.fromkeys(s["case"] for s in result["summary"] if s["target"] in limited))
+    at_one = [case for case in every if case.endswith("-c1")]
+    panels = (
+        ("rps_change_pct", "throughput change, %", every, "rps_pct", -1.0),
+        ("d_p50_static", "p50 change at c=1, ms (streams: TTFE)", at_one, "p50_ms", 1.0),
+        ("d_cpu_us_static", "gateway CPU change, µs per request", every, None, 0.0),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
+    width = 0.8 / max(len(limited), 1)
+    for ax, (key, title, cases, budget_key, sign) in zip(axes, panels, strict=True):
+        for index, target in enumerate(limited):
+            values = [(find(result, case, target) or {}).get(key) or 0.0 for case in cases]
+            xs = [i + (index - (len(limited) - 1) / 2) * width for i in range(len(cases))]
+            bars = ax.bar(xs, values, width, label=label(result["meta"], target))
+            if budget_key is not None:
+                budget = sign * getattr(BUDGETS[target], budget_key)
+                ax.axhline(budget, color=bars.patches[0].get_facecolor(), linestyle="--", lw=1)
+        ax.axhline(0, color="black", lw=0.8)
+        names = [
+            f"{CASE_NAMES.get(c.rsplit('-c', 1)[0], c)}\nc={c.rsplit('-c', 1)[1]}" for c in cases
+        ]
+        ax.set_xticks(range(len(cases)), names, fontsize=8)
+        ax.set_title(title + ("\n(dashed: budget at c=1)" if budget_key else ""), fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=len(labels), fontsize=9)
+    meta = result["meta"]
+    fig.suptitle(
+        f"ai_gateway: virtual key with limits vs static key, same run, {meta['date'][:10]}, "
+        f"{meta['machine']['nproc']} cores"
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

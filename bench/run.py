@@ -1,14 +1,18 @@
 """One side-by-side benchmark run: the fake upstream called directly, and through the gateway.
 
-Starts the fake upstream and one gateway process per transport (`CEREBRAS_CLIENT=native|sdk`,
-real mode, auth on, LOG_LEVEL=info), each on its own port, then measures every case (JSON with a
-2-message body at each concurrency, JSON with a 50-message body at concurrency 1, streams at each
-concurrency) for every target in turn, repetition by repetition, and reports medians. Writes
-`<out>/latest.json`, `<out>/latest.md` and the chart. `--soak SECONDS` instead runs each gateway
-at a fixed request rate and samples its RSS every 5 s (`<out>/soak.json`, `<out>/soak.md`).
+Starts the fake upstream and one gateway process per row, each on its own port and in its own
+working directory (real mode, auth on, LOG_LEVEL=info): one per transport (`CEREBRAS_CLIENT=
+native|sdk`) called with a static key, and two native gateways called with a virtual key whose
+limits never refuse (counted in memory, and in Redis), the key created through the admin API once
+the gateway is up. Then measures every case (JSON with a 2-message body at each concurrency, JSON
+with a 50-message body at concurrency 1, streams at each concurrency) for every target in turn,
+repetition by repetition, and reports medians. Writes `<out>/latest.json`, `<out>/latest.md` and
+the charts. `--soak SECONDS` instead runs each gateway at a fixed request rate and samples its RSS
+every 5 s (`<out>/soak.json`, `<out>/soak.md`).
 
     python -m bench.run [--duration 10] [--reps 3] [--warmup 2] [--concurrency 1,16,64]
-                        [--transports native,sdk] [--quick] [--soak 300] [--out bench/results]
+                        [--transports native,sdk] [--targets direct,native,vk-memory,vk-redis]
+                        [--quick] [--soak 300] [--out bench/results]
 """
 
 import argparse
@@ -34,6 +38,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench import report
 from bench.bodies import body_bytes
 
@@ -44,6 +50,24 @@ HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 QUIET_CORES = 0.15
 RSS_SAMPLE_S = 5.0
+LIMITED_ROWS = {"vk-memory": "memory", "vk-redis": "redis"}
+"""Rows called with a virtual key that has limits, and where the gateway counts them."""
+LIMITED_TRANSPORT = "native"
+"""The limited rows' transport: the static-key row they are compared with is this one."""
+TRANSPORTS = ("native", "sdk")
+NEVER_REFUSE = {"rpm_limit": 100_000_000, "tpm_limit": 2**31 - 1, "max_parallel_requests": 100_000}
+"""Limits set on every dimension, so every request is counted, and too high to ever refuse (the
+admin API takes limits up to 2**31 - 1)."""
+INHERITED_SETTINGS = {
+    "CI",
+    "CEREBRAS_MOCK",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_PREFIX",
+    "GATEWAY_ADMIN_KEYS",
+    "LIMITS_FAIL_MODE",
+}
+"""Settings of the environment the gateways do not inherit: each row sets its own."""
 
 
 @dataclass
@@ -57,6 +81,8 @@ class Target:
     key: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    also_measured: list[int] = field(default_factory=list)
+    """PIDs of processes the row depends on (Redis), whose CPU is counted with it."""
 
     @property
     def url(self) -> str:
@@ -85,6 +111,9 @@ class Run:
     wrk: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     bodies: dict[str, Path] = field(default_factory=dict)
+    redis_prefix: str | None = None
+    """The Redis row's REDIS_PREFIX: unique to this run, its keys deleted at the end."""
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,6 +123,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per measurement")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated")
     parser.add_argument("--transports", default="native,sdk", help="CEREBRAS_CLIENT values")
+    parser.add_argument(
+        "--targets",
+        default=None,
+        help="rows, comma-separated, of direct, native, sdk, vk-memory, vk-redis (default: "
+        "direct, the transports, and vk-memory and vk-redis when native is one of them)",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="vk-redis's Redis")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument("--route", choices=["unified", "cerebras"], default="unified")
     parser.add_argument("--quick", action="store_true", help="1 rep x 2 s, no warm-up (smoke)")
@@ -110,7 +146,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.chart = args.chart or ROOT / "docs" / "benchmark.png"
     args.concurrency = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     args.transports = [t.strip() for t in str(args.transports).split(",") if t.strip()]
+    args.targets_given = args.targets is not None
+    args.targets = targets_of(parser, args)
+    args.transports = [t for t in args.targets if t in TRANSPORTS]
     return args
+
+
+def targets_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The rows to measure, in order: direct, each static-key row, each limited row."""
+    if args.targets is None:
+        wanted = ["direct", *args.transports]
+        if LIMITED_TRANSPORT in args.transports and not args.soak:
+            wanted += [r for r in LIMITED_ROWS if args.workers == 1 or r != "vk-memory"]
+    else:
+        wanted = [t.strip() for t in str(args.targets).split(",") if t.strip()]
+    unknown = [t for t in wanted if t not in {"direct", *TRANSPORTS, *LIMITED_ROWS}]
+    if unknown:
+        parser.error(f"unknown targets {unknown}: use direct, native, sdk, vk-memory, vk-redis")
+    if "vk-memory" in wanted and args.workers > 1:
+        parser.error("vk-memory needs one worker: several count limits only in Redis")
+    order = ["direct", *TRANSPORTS, *LIMITED_ROWS]
+    return sorted(dict.fromkeys(wanted), key=order.index)
 
 
 # Processes ------------------------------------------------------------------------------------
@@ -207,7 +263,7 @@ def tail(path: Path, size: int = 2000) -> str:
 
 def gateway_env(transport: str, upstream_port: int, key: str) -> dict[str, str]:
     """The environment of one gateway: real mode against the fake upstream, auth on."""
-    env = {k: v for k, v in os.environ.items() if k not in {"CI", "CEREBRAS_MOCK"}}
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
     return env | {
         "CEREBRAS_API_KEY": "csk-bench-upstream-key",
         "CEREBRAS_BASE_URL": f"http://{HOST}:{upstream_port}",
@@ -221,7 +277,7 @@ def gateway_env(transport: str, upstream_port: int, key: str) -> dict[str, str]:
 
 
 def start_targets(run: Run, workdir: Path) -> list[Target]:
-    """The fake upstream (the `direct` target) and one gateway per transport."""
+    """The fake upstream (the `direct` target, when asked for) and one gateway per other row."""
     logs = run.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     up_port = free_port()
@@ -231,35 +287,124 @@ def start_targets(run: Run, workdir: Path) -> list[Target]:
     env = dict(os.environ) | {"PYTHONPATH": str(ROOT)}
     upstream = start(run, cmd, up_log, env, ROOT)
     wait_ready(upstream, up_port, "/v1/models", up_log)
-    targets = [Target("direct", up_port, "/v1/chat/completions", MODEL, proc=upstream)]
+    targets = []
+    if "direct" in run.args.targets:
+        targets.append(Target("direct", up_port, "/v1/chat/completions", MODEL, proc=upstream))
     key = "sk-bench-" + secrets.token_hex(12)
-    gateway = Path(sys.executable).with_name("ai-gateway")
-    for transport in run.args.transports:
-        port, log = free_port(), logs / f"gateway-{transport}.log"
-        log.write_bytes(b"")
-        cmd = [str(gateway), "serve", "--host", HOST, "--port", str(port)]
-        if run.args.workers > 1:
-            cmd += ["--workers", str(run.args.workers)]
-        proc = start(run, cmd, log, gateway_env(transport, up_port, key), workdir)
-        wait_ready(proc, port, "/healthz", log)
-        unified = run.args.route == "unified"
-        path = "/v1/chat/completions" if unified else "/cerebras/v1/chat/completions"
-        model = f"cerebras/{MODEL}" if unified else MODEL
-        targets.append(Target(transport, port, path, model, key, proc, log))
+    for name in run.args.targets:
+        if name != "direct":
+            targets.append(start_gateway(run, name, up_port, key, workdir / f"gateway-{name}"))
     return targets
 
 
+def start_gateway(run: Run, name: str, upstream_port: int, key: str, workdir: Path) -> Target:
+    """One gateway row in its own working directory (so its own SQLite file): a static key, or
+    a virtual key with limits created through the admin API once the gateway is up."""
+    limits = LIMITED_ROWS.get(name)
+    env = gateway_env(LIMITED_TRANSPORT if limits else name, upstream_port, key)
+    admin_key = "sk-bench-admin-" + secrets.token_hex(12)
+    if limits:
+        env["GATEWAY_ADMIN_KEYS"] = admin_key
+    if limits == "redis":
+        run.redis_prefix = "aigw-bench-" + secrets.token_hex(6)
+        # closed: a Redis call that fails is a 503 the run counts, never an uncounted pass.
+        env |= {"REDIS_URL": run.args.redis_url, "REDIS_PREFIX": run.redis_prefix}
+        env["LIMITS_FAIL_MODE"] = "closed"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, log = free_port(), run.out / "logs" / f"gateway-{name}.log"
+    log.write_bytes(b"")
+    cmd = [str(Path(sys.executable).with_name("ai-gateway")), "serve", "--host", HOST]
+    cmd += ["--port", str(port)]
+    if run.args.workers > 1:
+        cmd += ["--workers", str(run.args.workers)]
+    proc = start(run, cmd, log, env, workdir)
+    wait_ready(proc, port, "/healthz", log)
+    unified = run.args.route == "unified"
+    path = "/v1/chat/completions" if unified else "/cerebras/v1/chat/completions"
+    model = f"cerebras/{MODEL}" if unified else MODEL
+    target = Target(name, port, path, model, key, proc, log)
+    if limits:
+        target.key = create_key(port, admin_key, f"bench-{name}")
+    if limits == "redis":
+        target.also_measured = [pid for pid in [redis_pid(run.args.redis_url)] if pid]
+    return target
+
+
+def create_key(port: int, admin_key: str, name: str) -> str:
+    """A virtual key with NEVER_REFUSE limits, through the admin API; its secret."""
+    body = json.dumps({"name": name, **NEVER_REFUSE}).encode()
+    status, _, data = request(port, "POST", "/admin/v1/keys", body, admin_key)
+    if status != 201:
+        raise SystemExit(f"{name}: creating the virtual key failed: {status} {data[:300]!r}")
+    secret: str = json.loads(data)["key"]
+    return secret
+
+
+# Redis ----------------------------------------------------------------------------------------
+
+
+def redis_client(url: str) -> "redis.Redis":
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def redis_problem(url: str) -> str | None:
+    """Why the Redis row cannot run (None when Redis answers)."""
+    client = redis_client(url)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        return f"Redis at {url} did not answer ({type(error).__name__}: {error})"
+    finally:
+        client.close()
+    return None
+
+
+def redis_pid(url: str) -> int | None:
+    """The Redis server's PID (its CPU is counted with the Redis row), when on this machine."""
+    client = redis_client(url)
+    try:
+        pid = int(client.info("server")["process_id"])
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
+    return pid if Path(f"/proc/{pid}/stat").exists() else None
+
+
+def delete_prefix(url: str, prefix: str) -> int:
+    """Delete every Redis key under `prefix:` (the run's own); how many there were."""
+    client = redis_client(url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += int(client.unlink(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(client.unlink(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
 def check_target(target: Target) -> dict[str, Any]:
-    """One JSON and one streamed request must succeed in real mode; returns what was seen."""
+    """One JSON and one streamed request must succeed in real mode (a limited row's answer with
+    its `x-ratelimit-*` headers: the limits were counted); returns what was seen."""
     plain = body_bytes("2", target.model)
     status, headers, data = request(target.port, "POST", target.path, plain, target.key)
     if status != 200 or b'"choices"' not in data or "x-ai-gateway-mock" in headers:
         raise SystemExit(f"{target.name}: bad answer {status} {headers} {data[:300]!r}")
+    if target.name in LIMITED_ROWS and "x-ratelimit-limit-requests" not in headers:
+        raise SystemExit(f"{target.name}: no x-ratelimit-* headers: {headers}")
     stream = body_bytes("2", target.model, stream=True)
     s_status, _, s_data = request(target.port, "POST", target.path, stream, target.key)
     if s_status != 200 or not s_data.rstrip().endswith(b"data: [DONE]"):
         raise SystemExit(f"{target.name}: bad stream {s_status} {s_data[-300:]!r}")
-    return {"server_timing": headers.get("server-timing"), "stream_events": s_data.count(b"data:")}
+    seen = {"server_timing": headers.get("server-timing"), "stream_events": s_data.count(b"data:")}
+    limit_headers = {k: v for k, v in headers.items() if k.startswith("x-ratelimit-")}
+    return seen | ({"ratelimit_headers": limit_headers} if limit_headers else {})
 
 
 def server_timing(target: Target, count: int) -> dict[str, float] | None:
@@ -418,17 +563,23 @@ def server_cpu_s(target: Target) -> float:
 
 
 def measure(run: Run, target: Target, case: Case, pids: list[int]) -> dict[str, Any]:
-    """Warm up, then one measured repetition; with the CPU it cost and what others took."""
+    """Warm up, then one measured repetition; with the CPU it cost and what others took (the
+    CPU of a process the row depends on, Redis, is the row's own, not other processes')."""
     args = run.args
     waited = wait_quiet(pids, args.quiet_wait)
     load = run_streams if case.kind == "stream" else partial(run_wrk, run)
     if args.warmup:
         load(target, case, args.warmup)
     log_counts(target)
-    meter, cpu_before = CpuMeter(pids), server_cpu_s(target)
+    meter, cpu_before = CpuMeter(pids + target.also_measured), server_cpu_s(target)
+    also_before = sum(map(proc_cpu_s, target.also_measured))
     result = load(target, case, args.duration)
-    cpu_us = (server_cpu_s(target) - cpu_before) * 1e6 / max(result["requests"], 1)
+    requests = max(result["requests"], 1)
+    cpu_us = (server_cpu_s(target) - cpu_before) * 1e6 / requests
     result |= {"cpu_us_per_req": round(cpu_us, 1), "foreign_cores": meter.foreign_cores()}
+    if target.also_measured:
+        also_us = (sum(map(proc_cpu_s, target.also_measured)) - also_before) * 1e6 / requests
+        result["redis_cpu_us_per_req"] = round(also_us, 1)
     result["quiet_wait_s"] = waited
     if target.proc is not None and target.name != "direct":
         result["rss_peak_mib"] = round(gateway_kib(target.proc, "VmHWM") / 1024, 1)
@@ -445,7 +596,7 @@ def cases_of(args: argparse.Namespace) -> list[Case]:
 
 def run_matrix(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
     """Every case, repetition by repetition, every target in turn (so drift hits all alike)."""
-    pids = [t.proc.pid for t in targets if t.proc is not None]
+    pids = [proc.pid for proc in run.procs]
     rows: list[dict[str, Any]] = []
     for case in cases_of(run.args):
         for rep in range(run.args.reps):
@@ -459,7 +610,8 @@ def run_matrix(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Medians over repetitions; deltas against `direct` in the same case."""
+    """Medians over repetitions; deltas against `direct` in the same case, and a limited row's
+    against the static-key row of its transport."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["case"], row["target"]), []).append(row)
@@ -475,6 +627,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "total_p50",
             "events_per_stream",
             "cpu_us_per_req",
+            "redis_cpu_us_per_req",
         ):
             if name in first:
                 entry[name] = round(statistics.median(r[name] for r in reps), 3)
@@ -490,7 +643,24 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if base is not None and entry["target"] != "direct":
             entry["d_p50"] = round(entry["p50"] - base["p50"], 3)
             entry["d_p99"] = round(entry["p99"] - base["p99"], 3)
+    static = {s["case"]: s for s in summary if s["target"] == LIMITED_TRANSPORT}
+    for entry in summary:
+        base = static.get(entry["case"])
+        if base is not None and entry["target"] in LIMITED_ROWS:
+            entry |= cost_against(entry, base)
     return summary
+
+
+def cost_against(entry: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """A limited row's cost against the static-key row: throughput change in %, latency and
+    CPU per request changes."""
+    return {
+        "base_target": base["target"],
+        "rps_change_pct": round((entry["rps"] / base["rps"] - 1) * 100, 2) if base["rps"] else None,
+        "d_p50_static": round(entry["p50"] - base["p50"], 3),
+        "d_p99_static": round(entry["p99"] - base["p99"], 3),
+        "d_cpu_us_static": round(entry["cpu_us_per_req"] - base["cpu_us_per_req"], 1),
+    }
 
 
 # Soak -----------------------------------------------------------------------------------------
@@ -584,7 +754,35 @@ def stopped_on_exit(run: Run) -> Iterator[None]:
     finally:
         for proc in reversed(run.procs):
             stop(proc)
+        if run.redis_prefix is not None:
+            try:
+                deleted = delete_prefix(run.args.redis_url, run.redis_prefix)
+            except (redis.RedisError, OSError) as error:
+                print(f"could not delete Redis keys under {run.redis_prefix}: {error}", flush=True)
+            else:
+                run.notes["redis_keys_deleted"] = deleted
+                print(f"deleted {deleted} Redis keys under {run.redis_prefix}:", flush=True)
         signal.signal(signal.SIGTERM, previous)
+
+
+def limits_chart_path(chart: Path) -> Path:
+    """Where the limited rows' chart goes: beside the main chart (docs/benchmark-limits.png)."""
+    return chart.with_name(f"{chart.stem}-limits{chart.suffix}")
+
+
+def drop_unreachable_redis(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    """Without a Redis to talk to, the Redis row cannot run: an error when it was asked for by
+    name, else the row is left out (and the report says so)."""
+    if "vk-redis" not in args.targets:
+        return
+    problem = redis_problem(args.redis_url)
+    if problem is None:
+        return
+    if args.targets_given:
+        raise SystemExit(f"vk-redis: {problem}")
+    print(f"leaving out vk-redis: {problem}", flush=True)
+    args.targets.remove("vk-redis")
+    meta["skipped"] = {"vk-redis": problem}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -596,10 +794,13 @@ def main(argv: list[str] | None = None) -> None:
         "commit": git_commit(),
         "machine": machine(),
         "transport_setting_known": transport_setting_known(),
-        "config": {
-            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "chart"
-        },
     }
+    drop_unreachable_redis(args, meta)
+    meta["config"] = {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "chart"
+    }
+    if any(t in LIMITED_ROWS for t in args.targets):
+        meta["virtual_key_limits"] = NEVER_REFUSE
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir, stopped_on_exit(run):
         for kind in ("2", "50"):
             for model in (MODEL, f"cerebras/{MODEL}"):
@@ -607,6 +808,7 @@ def main(argv: list[str] | None = None) -> None:
                 path.write_bytes(body_bytes(kind, model))
                 run.bodies[f"{kind}-{model}"] = path
         targets = start_targets(run, Path(workdir))
+        meta["redis_prefix"] = run.redis_prefix
         meta["checks"] = {t.name: check_target(t) for t in targets}
         if args.soak:
             soak = [soak_one(t, args) for t in targets if t.name != "direct"]
@@ -620,15 +822,23 @@ def main(argv: list[str] | None = None) -> None:
             t.name: server_timing(t, probes) for t in targets if t.name != "direct"
         }
         rows = run_matrix(run, targets)
+    meta |= run.notes
     result = {"meta": meta, "summary": summarise(rows), "measurements": rows}
     soak_path = args.out / "soak.json"
     soak_result = json.loads(soak_path.read_text()) if soak_path.exists() else None
     markdown = report.markdown(result, soak_result)
     write(args.out / "latest.json", json.dumps(result, indent=2))
     write(args.out / "latest.md", markdown)
+    charts = [args.chart]
     report.chart(result, args.chart)
+    if report.limited_rows(result):
+        charts.append(limits_chart_path(args.chart))
+        report.limits_chart(result, charts[-1])
     print(markdown)
-    print(f"wrote {args.out / 'latest.json'}, {args.out / 'latest.md'}, {args.chart}")
+    print(
+        f"wrote {args.out / 'latest.json'}, {args.out / 'latest.md'}, "
+        + ", ".join(map(str, charts))
+    )
 
 
 def write(path: Path, text: str) -> None:

@@ -152,8 +152,10 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
     finally:
         await inbox.put({"type": "lifespan.shutdown"})
-        await outbox.get()
+        stopped = await outbox.get()
         await task
+        if stopped["type"] != "lifespan.shutdown.complete":
+            raise RuntimeError(stopped.get("message", "shutdown failed"))
 
 
 @asynccontextmanager

@@ -127,6 +127,8 @@ class ChatCompletionResponse:
     """
 
     data: dict[str, Any]
+    is_usage_reported: bool = True
+    """Whether the upstream reported `usage` (`data` always has one: zeros when it did not)."""
 
     @property
     def id(self) -> str:
@@ -135,9 +137,9 @@ class ChatCompletionResponse:
         return completion_id
 
     @property
-    def usage(self) -> Usage:
-        """Token counts."""
-        return Usage.model_validate(self.data["usage"])
+    def usage(self) -> Usage | None:
+        """Token counts as the upstream reported them; None when it reported none."""
+        return Usage.model_validate(self.data["usage"]) if self.is_usage_reported else None
 
 
 @dataclass(frozen=True, slots=True)

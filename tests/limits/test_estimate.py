@@ -1,11 +1,11 @@
-"""Token estimates from the request body alone: prompt bytes, messages, completion limit."""
+"""Token estimates from the request body alone: prompt bytes and completion limit."""
 
 from typing import Any
 
 import msgspec
 import pytest
 
-from ai_gateway.limits.estimate import estimate_prompt_tokens, estimate_tokens
+from ai_gateway.limits.estimate import estimate, estimate_prompt_tokens, estimate_tokens
 from ai_gateway.schemas import ChatCompletionRequest
 
 DEFAULT = 256
@@ -20,7 +20,7 @@ def prompt_bytes(body: ChatCompletionRequest) -> int:
     return len(bytes(body.messages))
 
 
-def test_the_prompt_is_a_quarter_of_its_bytes_plus_each_message() -> None:
+def test_the_prompt_is_a_quarter_of_its_bytes() -> None:
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "x" * 400},
@@ -28,7 +28,33 @@ def test_the_prompt_is_a_quarter_of_its_bytes_plus_each_message() -> None:
     body = request(messages)
 
     assert prompt_bytes(body) == len(msgspec.json.encode(messages))
-    assert estimate_prompt_tokens(body) == prompt_bytes(body) // 4 + 1 + 2 * 4
+    assert estimate_prompt_tokens(body) == prompt_bytes(body) // 4 + 1
+
+
+def test_each_message_counts_at_least_the_chat_formats_tokens_around_it() -> None:
+    empty = {"role": "user", "content": ""}
+    one, many = request([empty]), request([empty] * 100)
+
+    # OpenAI's count adds 3-4 tokens per message: its JSON alone counts more.
+    assert estimate_prompt_tokens(many) - estimate_prompt_tokens(one) >= 99 * 4
+
+
+def test_the_messages_are_not_decoded() -> None:
+    body = ChatCompletionRequest("m", msgspec.Raw(b"not json, never read"), {"max_tokens": 10})
+
+    assert estimate_prompt_tokens(body) == len(b"not json, never read") // 4 + 1
+
+
+def test_one_call_gives_the_total_and_the_prompt() -> None:
+    body = request(max_tokens=100, n=2)
+
+    assert estimate(body, default_completion_tokens=DEFAULT) == (
+        estimate_tokens(body, default_completion_tokens=DEFAULT),
+        estimate_prompt_tokens(body),
+    )
+    assert estimate(body, default_completion_tokens=DEFAULT)[0] == (
+        estimate_prompt_tokens(body) + 200
+    )
 
 
 def test_the_completion_limit_is_max_completion_tokens_first() -> None:

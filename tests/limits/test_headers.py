@@ -2,7 +2,12 @@
 
 import pytest
 
-from ai_gateway.limits.headers import duration_text, rate_limit_headers, retry_after_headers
+from ai_gateway.limits.headers import (
+    duration_bytes,
+    duration_text,
+    rate_limit_headers,
+    retry_after_headers,
+)
 from ai_gateway.limits.limiter import Quota
 
 
@@ -27,6 +32,30 @@ from ai_gateway.limits.limiter import Quota
 )
 def test_durations_read_like_openais(ms: int, text: str) -> None:
     assert duration_text(ms) == text
+
+
+def go_duration(ms: int) -> str:
+    """Go's duration format for whole milliseconds, spelled out plainly (the reference)."""
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
+def test_every_duration_reads_like_go() -> None:
+    durations = [*range(-2, 125_000), *range(125_000, 90_000_000, 997), 10**12 + 7]
+
+    assert [duration_bytes(ms) for ms in durations] == [
+        go_duration(ms).encode() for ms in durations
+    ]
 
 
 def test_both_dimensions_give_six_headers() -> None:

@@ -363,6 +363,28 @@ async def test_a_denial_reports_the_standing_before_the_request(make: Make) -> N
     assert 0 < refusal.tokens.reset_ms <= WINDOW_MS
 
 
+async def test_a_denial_of_a_key_and_its_team_reports_the_least_room_of_both(make: Make) -> None:
+    limiter = make()
+    key = subject(rpm=5, tpm=1_000)
+    team = subject(Scope.TEAM, rpm=2, tpm=300, parallel=10)
+    for _ in range(2):
+        granted(await limiter.admit((key, team), tokens=100))
+
+    refusal = denied(await limiter.admit((key, team), tokens=100))
+
+    assert (refusal.dimension, refusal.subject, refusal.is_too_large) == (
+        Dimension.REQUESTS,
+        team,
+        False,
+    )
+    assert 0 < refusal.retry_after_ms <= WINDOW_MS
+    assert refusal.requests is not None
+    assert (refusal.requests.limit, refusal.requests.remaining) == (2, 0)
+    assert refusal.requests.reset_ms == refusal.retry_after_ms
+    assert refusal.tokens is not None
+    assert (refusal.tokens.limit, refusal.tokens.remaining) == (300, 100)
+
+
 async def test_dimensions_no_subject_limits_have_no_quota(make: Make) -> None:
     limiter = make()
 

@@ -151,3 +151,48 @@ async def test_closing_forgets_every_count() -> None:
     await limiter.aclose()
 
     assert isinstance(await limiter.admit((subject,), tokens=1), Grant)
+
+
+async def test_a_settle_after_the_window_changes_nothing_before_the_next_prune() -> None:
+    clock = Clock()
+    limiter = MemoryLimiter(clock=clock)
+    subject = key(tpm=100)
+    late = await limiter.admit((subject,), tokens=50)
+    clock.advance(30)
+    await limiter.admit((subject,), tokens=10)
+    clock.advance(WINDOW_MS / 1000 - 30)
+    assert isinstance(late, Grant)
+
+    # The first charge has left the window; nothing has pruned it yet.
+    limiter.settle((subject,), late, tokens=1_000)
+    grant = await limiter.admit((subject,), tokens=90)
+
+    assert isinstance(grant, Grant)
+    assert grant.tokens == Quota(limit=100, remaining=0, reset_ms=30_000)
+
+
+async def test_a_refusal_leaves_no_state_for_a_new_subject_beside_a_counted_one() -> None:
+    limiter = MemoryLimiter(clock=Clock())
+    counted, team = key(rpm=5), Subject(Scope.TEAM, "t", Limits(tpm=10))
+    await limiter.admit((counted,), tokens=1)
+
+    refusal = await limiter.admit((counted, team), tokens=11)
+
+    assert isinstance(refusal, Denial)
+    assert (refusal.subject, refusal.is_too_large) == (team, True)
+    assert limiter.subject_count == 1
+
+
+async def test_a_grant_reports_the_least_room_of_every_subject() -> None:
+    clock = Clock()
+    limiter = MemoryLimiter(clock=clock)
+    first, second = key("a", rpm=5, tpm=100), key("b", rpm=6, tpm=100)
+    await limiter.admit((second,), tokens=30)
+    clock.advance(1)
+
+    grant = await limiter.admit((first, second), tokens=20)
+
+    # Equal room for requests: the first subject's quota; less room for tokens: the second's.
+    assert isinstance(grant, Grant)
+    assert grant.requests == Quota(limit=5, remaining=4, reset_ms=WINDOW_MS)
+    assert grant.tokens == Quota(limit=100, remaining=50, reset_ms=WINDOW_MS - 1_000)

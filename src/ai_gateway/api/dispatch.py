@@ -116,8 +116,13 @@ class Gateway:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.routes.ready = False
-                if self._on_shutdown is not None:
-                    await self._on_shutdown()
+                try:
+                    if self._on_shutdown is not None:
+                        await self._on_shutdown()
+                except Exception as exc:
+                    log.exception("shutdown_failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -3,12 +3,13 @@ before the upstream call (reserving its estimated tokens), and settled to the to
 used when the response ends, whatever way it ends."""
 
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from ai_gateway.api.record import RequestRecord
 from ai_gateway.config.constants import SHOULD_RETRY_HEADER
 from ai_gateway.errors import RateLimited
 from ai_gateway.keys.caller import Caller, Subject
-from ai_gateway.limits.estimate import estimate_prompt_tokens, estimate_tokens
+from ai_gateway.limits.estimate import estimate
 from ai_gateway.limits.headers import rate_limit_headers, retry_after_headers
 from ai_gateway.limits.limiter import Denial, Dimension, Grant, Limiter
 from ai_gateway.schemas import ChatCompletionRequest
@@ -72,11 +73,14 @@ class Ticket:
     def used_tokens(self, record: RequestRecord) -> int:
         """What the request used: the upstream's usage when it reported one; for a request cut
         short after the upstream began (the caller left, the stream broke), the prompt and the
-        chunks relayed; nothing for a request the upstream refused or never answered."""
+        chunks relayed; for an answer without usage, the reservation; nothing for a request
+        the upstream refused or never answered."""
         if record.usage is not None:
             return record.usage.prompt_tokens + record.usage.completion_tokens
         if record.is_client_closed or record.chunks:
             return self.prompt_tokens + record.chunks
+        if record.status == HTTPStatus.OK:
+            return self.grant.reserved_tokens
         return 0
 
     def settle(self, record: RequestRecord) -> None:
@@ -98,12 +102,12 @@ class Admission:
         the 429 naming the limit."""
         if not caller.subjects:
             return None
-        tokens = estimate_tokens(body, default_completion_tokens=self.default_completion_tokens)
-        outcome = await self.limiter.admit(caller.subjects, tokens=tokens)
+        total, prompt = estimate(body, default_completion_tokens=self.default_completion_tokens)
+        outcome = await self.limiter.admit(caller.subjects, tokens=total)
         if isinstance(outcome, Denial):
-            raise refusal(outcome, tokens=tokens)
+            raise refusal(outcome, tokens=total)
         headers = rate_limit_headers(outcome.requests, outcome.tokens)
-        return Ticket(self.limiter, caller.subjects, outcome, estimate_prompt_tokens(body), headers)
+        return Ticket(self.limiter, caller.subjects, outcome, prompt, headers)
 
     async def aclose(self) -> None:
         """Finish pending settles."""

@@ -3,36 +3,57 @@
 
 from ai_gateway.limits.limiter import Quota
 
-MS_PER_HOUR = 3_600_000
-MS_PER_MINUTE = 60_000
+HeaderNames = tuple[bytes, bytes, bytes]
 
 
-def duration_text(ms: int) -> str:
+def header_names(dimension: str) -> HeaderNames:
+    """The limit, remaining and reset header names of one dimension ("requests" or "tokens")."""
+    return (
+        f"x-ratelimit-limit-{dimension}".encode(),
+        f"x-ratelimit-remaining-{dimension}".encode(),
+        f"x-ratelimit-reset-{dimension}".encode(),
+    )
+
+
+REQUESTS_HEADERS = header_names("requests")
+TOKENS_HEADERS = header_names("tokens")
+SECONDS = tuple(b"%d" % seconds for seconds in range(60))
+FRACTIONS = tuple(f".{ms:03d}".rstrip("0").rstrip(".").encode() + b"s" for ms in range(1000))
+"""Milliseconds as Go writes them after the seconds, with the unit: b"s", b".5s", b".004s"."""
+
+
+def duration_bytes(ms: int) -> bytes:
     """A duration as OpenAI writes its reset headers (Go's duration format): "20ms", "1s",
-    "1m30.5s", "6m0s", "1h0m0s"; "0s" for none.
+    "1m30.5s", "6m0s", "1h0m0s"; "0s" for none. From tables: a reset is formatted twice per
+    answer.
 
     https://platform.openai.com/docs/guides/rate-limits#rate-limits-in-headers
     """
     if ms <= 0:
-        return "0s"
+        return b"0s"
     if ms < 1000:
-        return f"{ms}ms"
-    hours, rest = divmod(ms, MS_PER_HOUR)
-    minutes, rest = divmod(rest, MS_PER_MINUTE)
-    seconds = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".")
-    if hours:
-        return f"{hours}h{minutes}m{seconds}s"
-    if minutes:
-        return f"{minutes}m{seconds}s"
-    return f"{seconds}s"
+        return b"%dms" % ms
+    seconds = SECONDS[ms // 1000 % 60] + FRACTIONS[ms % 1000]
+    if ms < 60_000:  # the usual case: a reset within the minute's window
+        return seconds
+    minutes = ms // 60_000
+    if minutes < 60:
+        return b"%dm%s" % (minutes, seconds)
+    return b"%dh%dm%s" % (minutes // 60, minutes % 60, seconds)
 
 
-def quota_headers(dimension: str, quota: Quota) -> list[tuple[bytes, bytes]]:
-    """The limit, remaining and reset headers of one dimension ("requests" or "tokens")."""
+def duration_text(ms: int) -> str:
+    """`duration_bytes` as text."""
+    return duration_bytes(ms).decode()
+
+
+def quota_headers(names: HeaderNames, quota: Quota) -> list[tuple[bytes, bytes]]:
+    """The limit, remaining and reset headers of one dimension."""
+    limit, remaining, reset = names
     return [
-        (f"x-ratelimit-limit-{dimension}".encode(), str(quota.limit).encode()),
-        (f"x-ratelimit-remaining-{dimension}".encode(), str(quota.remaining).encode()),
-        (f"x-ratelimit-reset-{dimension}".encode(), duration_text(quota.reset_ms).encode()),
+        (limit, b"%d" % quota.limit),
+        (remaining, b"%d" % quota.remaining),
+        (reset, duration_bytes(quota.reset_ms)),
     ]
 
 
@@ -40,9 +61,9 @@ def rate_limit_headers(requests: Quota | None, tokens: Quota | None) -> list[tup
     """The `x-ratelimit-*` headers of the dimensions that are limited (none for the others)."""
     headers: list[tuple[bytes, bytes]] = []
     if requests is not None:
-        headers += quota_headers("requests", requests)
+        headers += quota_headers(REQUESTS_HEADERS, requests)
     if tokens is not None:
-        headers += quota_headers("tokens", tokens)
+        headers += quota_headers(TOKENS_HEADERS, tokens)
     return headers
 
 

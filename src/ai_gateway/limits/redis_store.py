@@ -1,9 +1,9 @@
-"""RedisLimiter: the limits counted in Redis and shared by every replica, one Lua script call per
-admission, settles batched off the response path."""
+"""RedisLimiter: the limits counted in Redis and shared by every replica: one round trip per
+admission, which also carries the settles queued since the last one; settles that find no
+admission to ride with are sent on their own within SHARE_WINDOW_S."""
 
 import asyncio
 import contextlib
-import itertools
 from collections import deque
 from dataclasses import dataclass
 from importlib import resources
@@ -19,10 +19,14 @@ from ai_gateway.keys.caller import Subject
 from ai_gateway.limits.headers import retry_after_headers
 from ai_gateway.limits.limiter import LEASE_TTL_MS, WINDOW_MS, Denial, Grant
 from ai_gateway.limits.outage import Outage
+from ai_gateway.limits.script_runner import Call, ScriptRunner
 from ai_gateway.limits.verdict import Count, Standing, decide, new_lease
 
 STORE_ERRORS = (RedisError, OSError)
 OUTAGE_BACKOFF_S = 1.0
+SHARE_WINDOW_S = 0.002
+"""How long a queued settle waits for an admission to carry it before it is sent alone: a
+parallel lease may end up to this much later than its request (a limit only the stricter)."""
 SETTLE_BATCH = 256
 """Settles per script call: bounds one call's arguments and the time Redis spends on it."""
 MAX_PENDING_SETTLES = 100_000
@@ -109,8 +113,10 @@ class RedisLimiter:
         self._fail_open = fail_open
         self._window_ms = window_ms
         self._lease_ttl_ms = lease_ttl_ms
-        self._admit_script = client.register_script(script_text("admit.lua"))
-        self._settle_script = client.register_script(script_text("settle.lua"))
+        self._scripts = ScriptRunner(
+            client, {"admit": script_text("admit.lua"), "settle": script_text("settle.lua")}
+        )
+        self._kick_handle: asyncio.TimerHandle | None = None
         self._outage = Outage(backoff_s=outage_backoff_s)
         self._pending: deque[PendingSettle] = deque()
         self._wake = asyncio.Event()
@@ -132,37 +138,95 @@ class RedisLimiter:
         for subject in limited:
             limits = subject.limits
             args += [limit_arg(limits.rpm), limit_arg(limits.tpm), limit_arg(limits.parallel)]
+        batch = self._take_batch()
+        calls: list[Call] = [self._settle_call(batch)] if batch else []
         try:
-            counts = await self._admit_script(keys=keys, args=args)
+            replies = await self._scripts.run([*calls, ("admit", keys, args)])
+            self._settled(batch, replies[0] if batch else None)
+            counts = replies[-1]
+            if isinstance(counts, Exception):
+                raise counts
         except STORE_ERRORS as error:
             self._outage.failed(error)
+            self._requeue(batch)
             return self._unchecked(lease)
+        except asyncio.CancelledError:
+            # The caller left while the call was out: Redis may have recorded the admission.
+            # Settling an unknown lease changes nothing, so the lease is settled to be sure.
+            self._requeue(batch)
+            self._queue(limited, lease, 0)
+            raise
         self._outage.succeeded()
         return decide(
             standings(limited, counts), tokens=cost, lease=lease, window_ms=self._window_ms
         )
 
     def settle(self, subjects: tuple[Subject, ...], grant: Grant, *, tokens: int) -> None:
-        """Queue the settle; a background task sends what is queued, one call per batch."""
+        """Queue the settle: it rides with the next admission's call, or goes on its own after
+        SHARE_WINDOW_S (a background task sends what is queued, one call per batch)."""
         limited = tuple(subject for subject in subjects if subject.limits.is_limited)
         if self._is_closed or not grant.is_counted or not limited:
             return
         if len(self._pending) >= MAX_PENDING_SETTLES:
             return
+        self._queue(limited, grant.lease, tokens)
+
+    def _queue(self, limited: tuple[Subject, ...], lease: str, tokens: int) -> None:
+        """Queue a settle to ride with the next admission (or be sent within the window)."""
         keys = tuple(key for subject in limited for key in subject_keys(self._prefix, subject)[1:])
-        self._pending.append(PendingSettle(grant.lease, max(0, tokens), keys))
+        self._pending.append(PendingSettle(lease, max(0, tokens), keys))
         self._idle.clear()
+        if self._kick_handle is None:
+            loop = asyncio.get_running_loop()
+            self._kick_handle = loop.call_later(SHARE_WINDOW_S, self._kick)
+
+    def _kick(self) -> None:
+        """Settles no admission carried within the share window: the sender sends them."""
+        self._kick_handle = None
+        if not self._pending:
+            return
         self._wake.set()
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send_forever())
+
+    def _take_batch(self) -> list[PendingSettle]:
+        """The oldest queued settles, taken off the queue to ride with a call."""
+        count = min(len(self._pending), SETTLE_BATCH)
+        return [self._pending.popleft() for _ in range(count)]
+
+    def _requeue(self, batch: list[PendingSettle]) -> None:
+        """Settles whose call failed go back to the front, to be sent after the backoff."""
+        if batch:
+            self._pending.extendleft(reversed(batch))
+            self._idle.clear()
+            self._kick()
+
+    def _settled(self, batch: list[PendingSettle], reply: Any) -> None:
+        """After a call that carried settles: an error reply puts them back."""
+        if isinstance(reply, Exception):
+            self._requeue(batch)
+        elif batch and not self._pending:
+            self._idle.set()
+
+    def _settle_call(self, batch: list[PendingSettle]) -> Call:
+        """One settle script call for a batch."""
+        keys = [key for pending in batch for key in pending.keys]
+        args: list[Any] = [self._window_ms]
+        for pending in batch:
+            args += [pending.lease, pending.tokens, len(pending.keys) // 3]
+        return ("settle", keys, args)
 
     async def flush(self) -> None:
         """Wait until every settle queued so far is in Redis (this waits out an outage)."""
         await self._idle.wait()
 
     async def aclose(self) -> None:
-        """Send the settles still queued (one try each); the client is left open."""
+        """Send the settles still queued (one try each) and close the limiter's connections;
+        the client is left open."""
         self._is_closed = True
+        if self._kick_handle is not None:
+            self._kick_handle.cancel()
+            self._kick_handle = None
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,6 +235,7 @@ class RedisLimiter:
             pass
         self._pending.clear()
         self._idle.set()
+        await self._scripts.aclose()
 
     def _unchecked(self, lease: str) -> Grant:
         """The answer while Redis cannot be reached."""
@@ -194,19 +259,19 @@ class RedisLimiter:
             self._idle.set()
 
     async def _send_batch(self) -> bool:
-        """Send the oldest queued settles; they leave the queue only once Redis has them, and
-        sending one twice (after a cancel) is harmless."""
-        batch = list(itertools.islice(self._pending, SETTLE_BATCH))
-        keys = [key for pending in batch for key in pending.keys]
-        args: list[Any] = [self._window_ms]
-        for pending in batch:
-            args += [pending.lease, pending.tokens, len(pending.keys) // 3]
+        """Send the oldest queued settles on their own; a batch that fails goes back to the
+        queue, and sending one twice (after a cancel) is harmless."""
+        batch = self._take_batch()
         try:
-            await self._settle_script(keys=keys, args=args)
+            (reply,) = await self._scripts.run([self._settle_call(batch)])
+            if isinstance(reply, Exception):
+                raise reply
         except STORE_ERRORS as error:
             self._outage.failed(error)
+            self._pending.extendleft(reversed(batch))
             return False
+        except BaseException:
+            self._pending.extendleft(reversed(batch))
+            raise
         self._outage.succeeded()
-        for _ in batch:
-            self._pending.popleft()
         return True

@@ -115,7 +115,7 @@ def to_completion(provider: str, data: dict[str, Any]) -> ChatCompletionResponse
         raise malformed(provider, "no choices")
     if not is_completion_shaped(normalised):
         raise malformed(provider, "not a chat completion")
-    return ChatCompletionResponse(normalised)
+    return ChatCompletionResponse(normalised, is_usage_reported=isinstance(data.get("usage"), dict))
 
 
 def is_completion_shaped(completion: dict[str, Any]) -> bool:
