@@ -115,6 +115,14 @@ def provider() -> FakeProvider:
     return FakeProvider()
 
 
+def app_client(app: Any, key: str | None) -> httpx.AsyncClient:
+    """An HTTP client of an app over httpx's in-process transport; `key=None` sends no
+    Authorization."""
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway", headers=headers)
+
+
 @asynccontextmanager
 async def serve_app(
     settings: Settings,
@@ -127,12 +135,7 @@ async def serve_app(
 
     By default each request makes one attempt, so route tests see each upstream failure as is.
     """
-    app = create_app(settings, registry=registry, config=config)
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://gateway", headers=headers
-    ) as http:
+    async with app_client(create_app(settings, registry=registry, config=config), key) as http:
         yield http
 
 
@@ -169,13 +172,7 @@ async def started_app(
     """Like `serve_app`, with the app's start-up and shutdown run around the block (the
     database opened, keys loaded, limits connected)."""
     app = create_app(settings, registry=registry, config=config)
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    async with (
-        lifespan(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=headers
-        ) as http,
-    ):
+    async with lifespan(app), app_client(app, key) as http:
         yield http
 
 

@@ -39,7 +39,7 @@ from ai_gateway.schemas import (
     ChatCompletionResponse,
     ModelCard,
 )
-from tests.conftest import ONE_ATTEMPT, lifespan, make_settings
+from tests.conftest import ONE_ATTEMPT, app_client, lifespan, make_settings
 from tests.fakes import GATEWAY_KEY, MODEL, FakeProvider, chat_body
 from tests.services import REDIS_URL, redis_prefix
 
@@ -172,11 +172,7 @@ async def started(settings: Settings, provider: ScriptedProvider) -> AsyncIterat
     """The app with its start-up and shutdown run around the block (as `started_app`), the
     app itself kept for raw ASGI calls and its limiter."""
     app = create_app(settings, registry=Registry({provider.name: provider}), config=ONE_ATTEMPT)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        lifespan(app),
-        httpx.AsyncClient(transport=transport, base_url="http://gateway") as http,
-    ):
+    async with lifespan(app), app_client(app, None) as http:
         yield Harness(app, http, provider)
 
 

@@ -289,3 +289,19 @@ async def test_settles_past_the_queue_bound_are_dropped(
         after = [await limiter.admit((many,), tokens=10) for _ in range(3)]
 
     assert [isinstance(verdict, Grant) for verdict in after] == [True, True, False]
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again(prefix: str) -> None:
+    async with limiter_at(REDIS_URL, prefix=prefix, fail_open=False) as limiter:
+        first = await limiter.admit((KEY,), tokens=10)
+        assert isinstance(first, Grant)
+        limiter.settle((KEY,), first, tokens=10)
+        flusher = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            await flusher.script_flush()  # as after a Redis restart: no script is known
+        finally:
+            await flusher.aclose()
+        second = await limiter.admit((KEY,), tokens=10)  # carries the settle: both reloaded
+
+    assert isinstance(second, Grant)
+    assert second.is_counted

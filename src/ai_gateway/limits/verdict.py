@@ -1,7 +1,7 @@
 """The verdict on one request from every subject's counts: the Grant or Denial and its quotas,
 shared by the in-memory and Redis limiters so both decide alike."""
 
-import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -65,8 +65,9 @@ class Check:
 
 def new_lease() -> str:
     """A random 128-bit lease id, never derived from anything the caller sent."""
-    # What secrets.token_hex(16) does, without its two Python-level calls (a third of the cost).
-    return os.urandom(16).hex()
+    # Unique, not secret: the PRNG (seeded from the OS, reseeded in every forked worker) costs
+    # far less than os.urandom's system call, which profiled at ~6% of a limited request.
+    return f"{random.getrandbits(128):032x}"
 
 
 def checks(standing: Standing, *, tokens: int) -> Iterator[Check]:
