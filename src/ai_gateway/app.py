@@ -34,7 +34,15 @@ def shared_redis(settings: Settings) -> "redis.asyncio.Redis | None":
     command bounded by REDIS_TIMEOUT_S, never retried (a retried admission could count twice)."""
     if settings.redis_url is None:
         return None
-    return redis_client(settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s)
+    try:
+        return redis_client(
+            settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s
+        )
+    except ValueError:  # its message may quote part of the URL: the password stays out
+        raise ConfigurationError(
+            "REDIS_URL is not a Redis URL: use redis://[:<password>@]<host>:<port>/<db> "
+            "(rediss:// for TLS)."
+        ) from None
 
 
 def build_limiter(settings: Settings, client: "redis.asyncio.Redis | None") -> Limiter:
@@ -104,7 +112,7 @@ def create_app(
         send_timeout_s=settings.stream_send_timeout_s,
         openapi=build_document(),
     )
-    admin = AdminApi(KeyAdmin(repository, runtime.announce))
+    admin = AdminApi(KeyAdmin(repository, runtime.announce)) if admin_keys else None
     return Gateway(
         Routes(endpoints, admin),
         keys=directory,

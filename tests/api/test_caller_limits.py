@@ -572,6 +572,19 @@ async def test_a_key_limited_to_some_models_sees_only_those(gateway: Harness) ->
     ]
 
 
+async def test_a_key_limited_to_some_models_sees_only_their_deployments(gateway: Harness) -> None:
+    key = await gateway.issue(models=[UNIFIED_MODEL])
+    other = f"cerebras/{OTHER_MODEL}"
+    for model in (UNIFIED_MODEL, other):  # both deployments get a breaker
+        assert (await gateway.chat(GATEWAY_KEY, model=model)).status_code == 200
+
+    limited = await gateway.http.get("/v1/deployments/health", headers=bearer(key["key"]))
+    everyone = await gateway.http.get("/v1/deployments/health", headers=bearer(GATEWAY_KEY))
+
+    assert [d["deployment"] for d in limited.json()["data"]] == [UNIFIED_MODEL]
+    assert sorted(d["deployment"] for d in everyone.json()["data"]) == [UNIFIED_MODEL, other]
+
+
 async def test_the_admin_api_is_off_without_admin_keys(tmp_path: Path) -> None:
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}")
 

@@ -305,3 +305,29 @@ async def test_scripts_flushed_from_redis_are_loaded_again(prefix: str) -> None:
 
     assert isinstance(second, Grant)
     assert second.is_counted
+
+
+async def test_a_huge_settle_is_clamped_and_a_refused_one_spoils_no_other(
+    logs: Logs, prefix: str
+) -> None:
+    broken = Subject(Scope.KEY, "broken", Limits(tpm=1_000, parallel=1))
+    healthy = Subject(Scope.KEY, "healthy", Limits(parallel=1))
+    async with limiter_at(REDIS_URL, prefix=prefix, fail_open=False) as limiter:
+        first = await limiter.admit((broken,), tokens=10)
+        assert isinstance(first, Grant)
+        limiter.settle((broken,), first, tokens=10**20)  # an upstream's absurd usage
+        await limiter.flush()
+        spoiler = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:  # a settle Redis refuses whatever happens (a key of the wrong type)
+            await spoiler.set(f"{prefix}:key:broken:wts", "not a hash")
+        finally:
+            await spoiler.aclose()
+        second = await limiter.admit((healthy,), tokens=10)
+        assert isinstance(second, Grant)
+        limiter.settle((broken,), first, tokens=10)
+        limiter.settle((healthy,), second, tokens=10)
+        await limiter.flush()
+        third = await limiter.admit((healthy,), tokens=10)
+
+    assert isinstance(third, Grant)  # the settle beside the refused one was applied
+    assert events(logs) == []  # Redis answered every call: no outage

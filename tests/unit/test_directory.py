@@ -37,7 +37,9 @@ class MemorySource:
         self.touched: dict[str, datetime] = {}
 
     async def memberships(self) -> list[Membership]:
-        return list(self.by_id.values())
+        snapshot = list(self.by_id.values())
+        await asyncio.sleep(self.find_delay_s)  # the snapshot is read, then arrives late
+        return snapshot
 
     async def find(self, key_digest: bytes) -> Membership | None:
         self.finds += 1
@@ -190,7 +192,7 @@ async def test_a_rotated_key_keeps_its_old_secret_for_the_grace_period() -> None
     assert (await directory.caller(old)).key_id == "key_1"
     assert (await directory.caller(new)).key_id == "key_1"
     clock.now += 60
-    with pytest.raises(AuthenticationFailed):
+    with pytest.raises(AuthenticationFailed, match="Incorrect API key"):
         await directory.caller(old)
     assert (await directory.caller(new)).key_id == "key_1"
 
@@ -265,3 +267,29 @@ async def test_before_start_up_only_static_keys_are_known() -> None:
         await directory.caller("sk-gw-anything")
     assert source.finds == 0
     assert (await directory.caller("sk-static")).key_id.startswith("static-")
+
+
+async def test_a_change_applied_during_a_reload_is_not_undone_by_it() -> None:
+    secret = new_secret()
+    source = MemorySource([stored(secret)])
+    directory = await loaded(source, Clock())
+    source.find_delay_s = 0.05
+
+    reloading = asyncio.ensure_future(directory.reload())  # reads the key as enabled
+    await asyncio.sleep(0.01)
+    source.by_id["key_1"] = stored(secret, is_disabled=True)
+    await directory.apply(Change(Scope.KEY, "key_1"))
+    await reloading
+
+    with pytest.raises(AuthenticationFailed, match="disabled"):
+        await directory.caller(secret)
+
+
+async def test_static_keys_are_not_written_back_as_used() -> None:
+    source = MemorySource()
+    directory = await loaded(source, Clock(), static=("sk-static",))
+
+    await directory.caller("sk-static")
+    await directory.flush_last_used()
+
+    assert source.touched == {}

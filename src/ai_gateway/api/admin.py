@@ -6,7 +6,8 @@ from typing import Any, Final, NoReturn
 
 import orjson
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.responses import Response
 
 from ai_gateway.api.routes import Access, Call, Endpoint, Handler, json_response
@@ -34,6 +35,9 @@ from ai_gateway.keys.views import (
 )
 
 log = structlog.get_logger(__name__)
+
+UNREACHABLE = (OperationalError, InterfaceError, PoolTimeout, OSError)
+"""Failures of the database itself (down, unreachable, pool exhausted): a 503."""
 
 ItemHandler = Callable[[str, Call], Awaitable[Response]]
 # A secret is in the body: no cache anywhere may keep it.
@@ -117,11 +121,17 @@ class AdminApi:
         async def guarded(call: Call) -> Response:
             try:
                 return await handle(call)
-            except (SQLAlchemyError, OSError) as error:
+            except UNREACHABLE as error:
                 log.warning("admin_database_failed", error=type(error).__name__)
                 raise ServiceUnavailable(
                     "The key database cannot be reached right now; retry shortly.",
                     code="database_unavailable",
+                ) from None
+            except SQLAlchemyError as error:  # the database refused a value it was given
+                log.info("admin_value_refused", error=type(error).__name__)
+                raise InvalidRequest(
+                    "The database refused a value of this request (out of range, or a "
+                    "character it cannot store)."
                 ) from None
 
         return Endpoint(guarded, access=Access.ADMIN, reads_body=reads_body)

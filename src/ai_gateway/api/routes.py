@@ -243,11 +243,24 @@ class Endpoints:
             raise failures[0]
         return cards
 
-    async def deployments_health(self, _: Call) -> Response:
-        """Every known deployment's circuit breaker, and each alias's deployments in order."""
-        router = self.router
-        aliases = {name: [d.key for d in r.deployments] for name, r in router.aliases.items()}
-        deployments = [breaker.snapshot() for breaker in router.breakers]
+    async def deployments_health(self, call: Call) -> Response:
+        """Every known deployment's circuit breaker, and each alias's deployments in order; a
+        key limited to some models sees only those (its aliases and their deployments)."""
+        router, caller = self.router, call.record.caller
+        aliases = {
+            name: [d.key for d in r.deployments]
+            for name, r in router.aliases.items()
+            if caller is None or caller.may_use(name)
+        }
+        visible = {key for keys in aliases.values() for key in keys}
+        deployments = [
+            snapshot
+            for snapshot in (breaker.snapshot() for breaker in router.breakers)
+            if caller is None
+            or caller.models is None
+            or caller.may_use(snapshot["deployment"])
+            or snapshot["deployment"] in visible
+        ]
         return json_response({"object": "list", "data": deployments, "aliases": aliases})
 
     async def health(self, _: Call) -> Response:
@@ -314,7 +327,9 @@ class Routes:
         """The endpoint and, on a `/{provider}/...` path, the provider's name."""
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
-        if self.admin is not None and path.startswith(ADMIN_PREFIX):
+        if path.startswith(ADMIN_PREFIX):
+            if self.admin is None:
+                raise NotFound("The admin API is off: set GATEWAY_ADMIN_KEYS to turn it on.")
             return self.admin.match(method, path), None
         methods = self.paths.get(path)
         provider = None

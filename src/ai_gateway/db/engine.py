@@ -37,7 +37,7 @@ def database_url(configured: str | None) -> str:
         return f"{SQLITE_DRIVER}:///{DEFAULT_DATABASE_FILE}"
     try:
         url = make_url(configured.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigurationError(
             "DATABASE_URL is not a database URL: use sqlite:///<file> or "
             "postgresql://<user>:<password>@<host>/<database>."

@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
 import orjson
-import redis.asyncio
+import redis
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
+from ai_gateway.app import shared_redis
 from ai_gateway.config.settings import Settings, load_settings
 from ai_gateway.db.engine import create_engine, database_url
 from ai_gateway.db.migrations import ensure_schema, head, upgrade
@@ -261,14 +262,10 @@ async def ignore(_: Change) -> None:
 async def announcer(settings: Settings) -> AsyncIterator[Notify]:
     """Changes announced on Redis when REDIS_URL is set; a failure is a warning (the change
     is committed, gateways see it within KEY_CACHE_REFRESH_S)."""
-    if settings.redis_url is None:
+    client = shared_redis(settings)
+    if client is None:
         yield ignore
         return
-    client = redis.asyncio.Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-    )
 
     async def announce(change: Change) -> None:
         try:

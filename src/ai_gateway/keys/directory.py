@@ -54,20 +54,26 @@ def refused(message: str) -> AuthenticationFailed:
 INCORRECT = "Incorrect API key provided."
 
 
+EXPIRED = "This API key has expired."
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A cached key: its caller, until when it is valid, and why not if it is refused."""
+    """A cached key: its caller, until when it is valid (and what it is then), why it is
+    refused if it is, and whether it is stored (its last use is written back)."""
 
     caller: Caller
     not_after: float | None = None
     refusal: str | None = None
+    after_message: str = EXPIRED
+    is_stored: bool = True
 
     def admit(self, now: float) -> Caller:
         """The caller, or the 401 for a disabled or expired key."""
         if self.refusal is not None:
             raise refused(self.refusal)
         if self.not_after is not None and now >= self.not_after:
-            raise refused("This API key has expired.")
+            raise refused(self.after_message)
         return self.caller
 
 
@@ -113,7 +119,8 @@ def entries_of(membership: Membership) -> list[tuple[bytes, Entry]]:
     grace = timestamp(key.previous_expires_at)
     if key.previous_digest is not None and grace is not None:
         not_after = grace if expires is None else min(grace, expires)
-        entries.append((key.previous_digest, Entry(caller, not_after, refusal)))
+        # Once its grace ends, a replaced secret is unknown, as on a replica that never saw it.
+        entries.append((key.previous_digest, Entry(caller, not_after, refusal, INCORRECT)))
     return entries
 
 
@@ -128,7 +135,9 @@ class KeyDirectory:
         negative_ttl_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._static = {digest(key): Entry(static_caller(digest(key))) for key in static_keys}
+        self._static = {
+            digest(key): Entry(static_caller(digest(key)), is_stored=False) for key in static_keys
+        }
         self._source = source
         self._negative_ttl_s = negative_ttl_s
         self._clock = clock
@@ -140,6 +149,9 @@ class KeyDirectory:
         self._used: dict[str, float] = {}
         self._is_loaded = False
         """Stored keys are consulted only once the database has been opened (start-up)."""
+        self._reloading = asyncio.Lock()
+        self._changed: set[str] | None = None
+        """Keys applied while a reload reads its snapshot (None when no reload runs)."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -155,7 +167,7 @@ class KeyDirectory:
             entry = await self._look_up(token_digest)
         now = self._clock()
         caller = entry.admit(now)
-        if self._is_loaded:
+        if entry.is_stored:
             self._used[caller.key_id] = now
         return caller
 
@@ -216,6 +228,8 @@ class KeyDirectory:
         """Add or replace stored keys in the cache."""
         for membership in memberships:
             self._drop(membership.key.id)
+            if self._changed is not None:
+                self._changed.add(membership.key.id)
             pairs = entries_of(membership)
             self._digests_of[membership.key.id] = [d for d, _ in pairs]
             for key_digest, entry in pairs:
@@ -224,20 +238,34 @@ class KeyDirectory:
 
     def _drop(self, key_id: str) -> None:
         """Forget a stored key's entries."""
+        if self._changed is not None:
+            self._changed.add(key_id)
         for key_digest in self._digests_of.pop(key_id, ()):
             if key_digest not in self._static:
                 self._entries.pop(key_digest, None)
 
     async def reload(self) -> None:
-        """Replace the whole cache with the database's keys (start-up and the refresh loop)."""
+        """Replace the whole cache with the database's keys (start-up and the refresh loop).
+        A key changed while the snapshot was being read keeps its newer state: a reload never
+        brings back a key that was just disabled, deleted or rotated."""
         if self._source is None:
             return
-        memberships = await self._source.memberships()
-        fresh = KeyDirectory((), None, negative_ttl_s=self._negative_ttl_s, clock=self._clock)
-        fresh._store(memberships)
-        self._entries = {**fresh._entries, **self._static}
-        self._digests_of = fresh._digests_of
-        self._is_loaded = True
+        async with self._reloading:
+            self._changed = set()
+            try:
+                memberships = await self._source.memberships()
+            finally:
+                changed, self._changed = self._changed, None
+            fresh = KeyDirectory((), None, negative_ttl_s=self._negative_ttl_s, clock=self._clock)
+            fresh._store(memberships)
+            for key_id in changed:
+                fresh._drop(key_id)
+                digests = self._digests_of.get(key_id, [])
+                fresh._digests_of[key_id] = digests
+                fresh._entries.update((d, self._entries[d]) for d in digests if d in self._entries)
+            self._entries = {**fresh._entries, **self._static}
+            self._digests_of = {k: v for k, v in fresh._digests_of.items() if v}
+            self._is_loaded = True
 
     async def apply(self, change: Change) -> None:
         """Bring the keys a change concerns up to date (a deleted key disappears)."""

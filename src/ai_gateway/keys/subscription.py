@@ -20,6 +20,15 @@ RECONNECT_DELAY_S = 1.0
 POLL_S = 1.0
 
 
+async def reload_quietly(reload: Callable[[], Awaitable[None]]) -> None:
+    """A reload after reconnecting; one that fails (the database is down too) is logged and
+    left to the periodic refresh, never the end of the subscription."""
+    try:
+        await reload()
+    except Exception:
+        log.warning("key_reload_failed", exc_info=True)
+
+
 async def subscribe(
     client: "redis.asyncio.Redis",
     prefix: str,
@@ -35,7 +44,7 @@ async def subscribe(
                 await pubsub.subscribe(channel(prefix))
                 if has_subscribed:
                     log.info("key_changes_resubscribed")
-                    await on_reconnect()
+                    await reload_quietly(on_reconnect)
                 has_subscribed, is_down = True, False
                 while True:
                     message = await pubsub.get_message(timeout=POLL_S)

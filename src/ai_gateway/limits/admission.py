@@ -73,11 +73,11 @@ class Ticket:
     def used_tokens(self, record: RequestRecord) -> int:
         """What the request used: the upstream's usage when it reported one; for a request cut
         short after the upstream began (the caller left, the stream broke), the prompt and the
-        chunks relayed; for an answer without usage, the reservation; nothing for a request
-        the upstream refused or never answered."""
+        chunks relayed; for an answer (or a whole stream) without usage, the reservation;
+        nothing for a request the upstream refused or never answered."""
         if record.usage is not None:
             return record.usage.prompt_tokens + record.usage.completion_tokens
-        if record.is_client_closed or record.chunks:
+        if record.is_client_closed or (record.chunks and record.error_code is not None):
             return self.prompt_tokens + record.chunks
         if record.status == HTTPStatus.OK:
             return self.grant.reserved_tokens

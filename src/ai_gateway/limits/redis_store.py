@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio
+import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -19,14 +20,19 @@ from ai_gateway.keys.caller import Subject
 from ai_gateway.limits.headers import retry_after_headers
 from ai_gateway.limits.limiter import LEASE_TTL_MS, WINDOW_MS, Denial, Grant
 from ai_gateway.limits.outage import Outage
-from ai_gateway.limits.script_runner import Call, ScriptRunner
+from ai_gateway.limits.script_runner import Call, ScriptRunner, Unsent
 from ai_gateway.limits.verdict import Count, Standing, decide, new_lease
+
+log = structlog.get_logger(__name__)
 
 STORE_ERRORS = (RedisError, OSError)
 OUTAGE_BACKOFF_S = 1.0
 SHARE_WINDOW_S = 0.002
 """How long a queued settle waits for an admission to carry it before it is sent alone: a
 parallel lease may end up to this much later than its request (a limit only the stricter)."""
+MAX_SETTLED_TOKENS = 2**31 - 1
+"""An upstream's usage is any integer; Redis counts in 64-bit integers and Lua in doubles, so a
+settle is clamped to the largest limit a key can have."""
 SETTLE_BATCH = 256
 """Settles per script call: bounds one call's arguments and the time Redis spends on it."""
 MAX_PENDING_SETTLES = 100_000
@@ -146,15 +152,18 @@ class RedisLimiter:
             counts = replies[-1]
             if isinstance(counts, Exception):
                 raise counts
-        except STORE_ERRORS as error:
+        except Unsent as error:
             self._outage.failed(error)
             self._requeue(batch)
             return self._unchecked(lease)
-        except asyncio.CancelledError:
-            # The caller left while the call was out: Redis may have recorded the admission.
-            # Settling an unknown lease changes nothing, so the lease is settled to be sure.
+        except STORE_ERRORS as error:
+            self._outage.failed(error)
             self._requeue(batch)
-            self._queue(limited, lease, 0)
+            self._release(limited, lease)
+            return self._unchecked(lease)
+        except asyncio.CancelledError:
+            self._requeue(batch)
+            self._release(limited, lease)
             raise
         self._outage.succeeded()
         return decide(
@@ -167,14 +176,22 @@ class RedisLimiter:
         limited = tuple(subject for subject in subjects if subject.limits.is_limited)
         if self._is_closed or not grant.is_counted or not limited:
             return
-        if len(self._pending) >= MAX_PENDING_SETTLES:
-            return
         self._queue(limited, grant.lease, tokens)
+
+    def _release(self, limited: tuple[Subject, ...], lease: str) -> None:
+        """After a call whose answer never came (a timeout, a reset, the caller left), Redis may
+        still have recorded the admission: its lease is settled to nothing, to be sure (settling
+        an unknown lease changes nothing)."""
+        if not self._is_closed:
+            self._queue(limited, lease, 0)
 
     def _queue(self, limited: tuple[Subject, ...], lease: str, tokens: int) -> None:
         """Queue a settle to ride with the next admission (or be sent within the window)."""
         keys = tuple(key for subject in limited for key in subject_keys(self._prefix, subject)[1:])
-        self._pending.append(PendingSettle(lease, max(0, tokens), keys))
+        if len(self._pending) >= MAX_PENDING_SETTLES:
+            return
+        used = min(max(0, tokens), MAX_SETTLED_TOKENS)
+        self._pending.append(PendingSettle(lease, used, keys))
         self._idle.clear()
         if self._kick_handle is None:
             loop = asyncio.get_running_loop()
@@ -202,10 +219,12 @@ class RedisLimiter:
             self._kick()
 
     def _settled(self, batch: list[PendingSettle], reply: Any) -> None:
-        """After a call that carried settles: an error reply puts them back."""
+        """After a call that carried settles. Redis answered, so an error reply is about the
+        batch itself and would recur: it is logged and dropped (its leases end by their TTL),
+        never retried ahead of every later settle."""
         if isinstance(reply, Exception):
-            self._requeue(batch)
-        elif batch and not self._pending:
+            log.warning("limits_settles_dropped", count=len(batch), error=type(reply).__name__)
+        if batch and not self._pending:
             self._idle.set()
 
     def _settle_call(self, batch: list[PendingSettle]) -> Call:
@@ -264,8 +283,7 @@ class RedisLimiter:
         batch = self._take_batch()
         try:
             (reply,) = await self._scripts.run([self._settle_call(batch)])
-            if isinstance(reply, Exception):
-                raise reply
+            self._settled(batch, reply)
         except STORE_ERRORS as error:
             self._outage.failed(error)
             self._pending.extendleft(reversed(batch))

@@ -17,12 +17,20 @@ from typing import Any
 import hiredis
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 Call = tuple[str, Sequence[str], Sequence[Any]]
 """A script's name, its keys and its arguments."""
 
+
+class Unsent(RedisConnectionError):
+    """Redis could not be reached: the calls were not sent, so none of them ran."""
+
+
 DEFAULT_CONNECTIONS = 8
+DEFAULT_WAIT_S = 1.0
+"""The longest wait for a free connection when the client sets no socket timeout."""
 
 
 def script_sha(text: str) -> str:
@@ -42,6 +50,7 @@ class ScriptRunner:
         size: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self._pool = client.connection_pool
+        self._wait_s = self._pool.connection_kwargs.get("socket_timeout") or DEFAULT_WAIT_S
         self._texts = dict(scripts)
         self._shas = {name: script_sha(text) for name, text in scripts.items()}
         self._idle: asyncio.LifoQueue[AbstractConnection | None] = asyncio.LifoQueue()
@@ -53,6 +62,11 @@ class ScriptRunner:
         """Each call's reply, in order, from one round trip; an error reply is returned as its
         ResponseError, not raised. A failed connection raises (it is reset for the next use)."""
         connection = await self._checkout()
+        try:
+            await self._connect(connection)
+        except BaseException:
+            self._idle.put_nowait(connection)
+            raise
         try:
             replies = await self._send(connection, calls)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
@@ -69,13 +83,25 @@ class ScriptRunner:
             self._idle.put_nowait(connection)
 
     async def _checkout(self) -> AbstractConnection:
-        """An idle connection, or a new one while fewer than `size` exist."""
-        connection = await self._idle.get()
+        """An idle connection, or a new one while fewer than `size` exist; waiting for one is
+        bounded by the connections' own timeout (a TimeoutError, like a slow reply)."""
+        async with asyncio.timeout(self._wait_s):
+            connection = await self._idle.get()
         if connection is None:
             # Unannotated in redis-py: a connection with the pool's settings (timeouts included).
             connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
             self._held.append(connection)
         return connection
+
+    @staticmethod
+    async def _connect(connection: AbstractConnection) -> None:
+        """Open the connection if it is not: a failure here means nothing was sent (Unsent)."""
+        if not connection.is_connected:
+            try:
+                await connection.connect()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            except (RedisError, OSError) as error:
+                await connection.disconnect()
+                raise Unsent(str(error)) from error
 
     async def _send(self, connection: AbstractConnection, calls: Sequence[Call]) -> list[Any]:
         """The calls written at once, then each reply read."""
