@@ -319,6 +319,21 @@ async def test_the_token_retry_after_waits_for_just_enough_room(make: Make) -> N
     assert grant.tokens.remaining == 10
 
 
+async def test_a_token_refusal_reads_a_bounded_part_of_the_window(make: Make) -> None:
+    limiter = make()
+    key = subject(tpm=3_000)
+    await asyncio.gather(*(limiter.admit((key,), tokens=1) for _ in range(1_500)))
+    newest = granted(await limiter.admit((key,), tokens=1))
+
+    # 1,501 counted: 1,401 of the oldest charges must leave for 1,900 more to fit, past the
+    # 1,024 a refusal reads: the answer is when the newest leaves (later, never early).
+    refusal = denied(await limiter.admit((key,), tokens=1_900))
+
+    assert newest.tokens is not None
+    assert WINDOW_MS - 2_000 < refusal.retry_after_ms <= WINDOW_MS
+    assert refusal.retry_after_ms >= newest.tokens.reset_ms - 2_000
+
+
 async def test_requests_leave_the_window(make: Make) -> None:
     limiter = make(window_ms=SHORT_MS)
     key = subject(rpm=1, tpm=10)

@@ -20,6 +20,8 @@ local cutoff = now - window
 local SUM = '_sum'
 -- Bounds the arguments unpack() passes at once (Lua's C stack holds about 8000).
 local CHUNK = 256
+-- The most token charges one refusal reads (a multiple of CHUNK; memory.py's SCAN_LIMIT).
+local SCAN_LIMIT = 1024
 
 local function ms_until(at)
   return math.ceil((at - now) / 1000)
@@ -71,11 +73,13 @@ local function prune_charges(charges, weights)
   end
 end
 
--- When the charge was made whose leaving frees `need` tokens, oldest first.
+-- When the charge was made whose leaving frees `need` tokens, oldest first. At most
+-- SCAN_LIMIT charges are read (a refusal must not cost Redis a walk of a huge window): past
+-- them, the newest charge's time, when everything counted now has left (later, never early).
 local function freeing_at(charges, weights, need)
   local freed = 0
   local start = 0
-  while true do
+  while start < SCAN_LIMIT do
     local entries = redis.call('ZRANGE', charges, start, start + CHUNK - 1, 'WITHSCORES')
     if #entries == 0 then
       return now -- unreachable while the sum is the sum of the weights
@@ -88,6 +92,7 @@ local function freeing_at(charges, weights, need)
     end
     start = start + CHUNK
   end
+  return tonumber(redis.call('ZRANGE', charges, -1, -1, 'WITHSCORES')[2])
 end
 
 local function tokens_count(charges, weights, limit)

@@ -14,6 +14,9 @@ from ai_gateway.limits.verdict import Count, Standing, denial, new_lease
 
 SubjectId = tuple[Scope, str]
 
+SCAN_LIMIT = 1024
+"""The most token charges a refusal reads to find when enough leave (admit.lua's too)."""
+
 Room = tuple[int, int, int]
 """One subject's standing in one dimension once the request is recorded, as Quota's fields
 (limit, remaining, reset_ms): a tuple, since only the least room becomes a Quota."""
@@ -132,9 +135,12 @@ class Tally:
         return Count(self.charged, reset_ms, wait_ms)
 
     def freeing_us(self, need: int, *, now_us: int) -> int:
-        """When the charge was made whose leaving frees `need` tokens, oldest first."""
+        """When the charge was made whose leaving frees `need` tokens, oldest first; past
+        SCAN_LIMIT charges, the newest one's time (later, never early: admit.lua does the same)."""
         freed = 0
-        for at_us, lease in self.charged_at:
+        for index, (at_us, lease) in enumerate(self.charged_at):
+            if index == SCAN_LIMIT:
+                return self.charged_at[-1][0]
             freed += self.charges.get(lease, 0)
             if freed >= need:
                 return at_us
