@@ -707,3 +707,15 @@ async def test_the_request_log_line_names_the_key_and_its_team_never_the_secret(
     )
     assert (line["key_id"], line["team"], line["status"]) == (key["id"], team.json()["id"], 200)
     assert key["key"] not in repr(logs)
+
+
+async def test_a_value_the_database_cannot_store_is_a_400_not_a_503(gateway: Harness) -> None:
+    # In the future, so the payload takes it; in UTC it is past the year 9999.
+    response = await gateway.http.post(
+        "/admin/v1/keys",
+        json={"name": "far", "expires_at": "9999-12-31T23:59:59-14:00"},
+        headers=bearer(ADMIN_KEY),
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"

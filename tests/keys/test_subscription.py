@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from ai_gateway.keys.caller import Scope
 from ai_gateway.keys.invalidation import channel, publish
 from ai_gateway.keys.records import Change
-from ai_gateway.keys.subscription import subscribe
+from ai_gateway.keys.subscription import reload_quietly, subscribe
 from tests.services import REDIS_URL, redis_prefix
 
 pytestmark = pytest.mark.anyio
@@ -86,3 +86,13 @@ async def test_a_lost_subscription_is_restored_and_the_cache_reloaded(
     assert events.count("key_changes_unsubscribed") == 1
     assert events.count("key_changes_resubscribed") == 1
     await changes.aclose()
+
+
+async def test_a_reload_that_fails_after_reconnecting_is_logged_not_fatal() -> None:
+    async def failing() -> None:
+        raise OSError("the database is down too")
+
+    with capture_logs() as logs:
+        await reload_quietly(failing)
+
+    assert [entry["event"] for entry in logs] == ["key_reload_failed"]
