@@ -5,20 +5,17 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio
-import structlog
-from structlog.testing import capture_logs
 
 from ai_gateway.errors import ServiceUnavailable
 from ai_gateway.keys.caller import Limits, Scope, Subject
-from ai_gateway.limits import outage as outage_module
 from ai_gateway.limits import redis_store
 from ai_gateway.limits.limiter import Denial, Grant
 from ai_gateway.limits.redis_store import RedisLimiter, redis_client
+from tests.limits.conftest import Logs
 from tests.services import REDIS_URL, redis_prefix
 
 pytestmark = pytest.mark.anyio
@@ -27,23 +24,6 @@ KEY = Subject(Scope.KEY, "k1", Limits(rpm=10, tpm=1_000, parallel=1))
 TEAM = Subject(Scope.TEAM, "t1", Limits(rpm=100))
 BACKOFF_S = 0.2
 TIMEOUT_S = 0.2
-
-Logs = list[MutableMapping[str, Any]]
-
-
-@pytest.fixture
-def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Logs]:
-    """The outage module's log events, whatever logging another test configured."""
-    saved = structlog.get_config()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(0), cache_logger_on_first_use=False
-    )
-    monkeypatch.setattr(outage_module, "log", structlog.get_logger(outage_module.__name__))
-    try:
-        with capture_logs() as entries:
-            yield entries
-    finally:
-        structlog.configure(**saved)
 
 
 @pytest.fixture

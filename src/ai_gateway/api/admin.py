@@ -2,7 +2,7 @@
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -10,9 +10,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.responses import Response
 
-from ai_gateway.api.routes import Access, Call, Endpoint, Handler, json_response
+from ai_gateway.api.routes import Access, Call, Endpoint, Handler, json_response, not_allowed
 from ai_gateway.config.constants import ADMIN_PREFIX
-from ai_gateway.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceUnavailable
+from ai_gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
 from ai_gateway.keys.admin import IssuedKey, KeyAdmin
 from ai_gateway.keys.payloads import (
     KeyCreate,
@@ -75,12 +75,6 @@ def issued(key: IssuedKey, *, is_new: bool) -> Response:
     """A key with its secret (shown this once)."""
     view = key_view(key.record, secret=key.secret)
     return created(view, is_secret=True) if is_new else json_response(view, SECRET_HEADERS)
-
-
-def not_allowed(methods: set[str]) -> NoReturn:
-    """The 405 for a route that exists for other methods, with its `allow` header."""
-    allowed = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
-    raise MethodNotAllowed("Method not allowed on this route.", headers={"allow": allowed})
 
 
 class AdminApi:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import orjson
 import structlog
@@ -282,6 +282,13 @@ class Endpoints:
 Table = dict[str, dict[str, Endpoint]]
 
 
+def not_allowed(methods: set[str]) -> NoReturn:
+    """The 405 for a route that exists for other methods, with its `allow` header (HEAD
+    wherever GET is)."""
+    allowed = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
+    raise MethodNotAllowed("Method not allowed on this route.", headers={"allow": allowed})
+
+
 class AdminRoutes(Protocol):
     """The admin API's own table, under ADMIN_PREFIX."""
 
@@ -340,6 +347,5 @@ class Routes:
             raise NotFound("Unknown route. See /v1/chat/completions and /v1/models.")
         endpoint = methods.get("GET" if method == "HEAD" else method)
         if endpoint is None:
-            allowed = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
-            raise MethodNotAllowed("Method not allowed on this route.", headers={"allow": allowed})
+            not_allowed(set(methods))
         return endpoint, provider

@@ -83,3 +83,8 @@ def configure_sqlite(connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def failure_reason(error: BaseException) -> str:
+    """What the database driver said (not SQLAlchemy's wrapping with the statement), first line."""
+    return str(getattr(error, "orig", None) or error).splitlines()[0]

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ai_gateway.db.engine import failure_reason
 from ai_gateway.errors import ConfigurationError
 
 log = structlog.get_logger(__name__)
@@ -50,7 +51,7 @@ def head() -> str:
 def unreachable(engine: AsyncEngine, error: Exception) -> ConfigurationError:
     """The start-up error for a database that cannot be opened (the password left out)."""
     where = engine.url.render_as_string(hide_password=True)
-    reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+    reason = failure_reason(error)
     return ConfigurationError(f"Cannot open the database {where}: {reason}")
 
 

@@ -46,11 +46,6 @@ class Caller:
     subjects: tuple[Subject, ...] = field(default=())
     """The key's and the team's limits, only those that set any."""
 
-    @property
-    def is_limited(self) -> bool:
-        """Whether any request of this caller is counted."""
-        return bool(self.subjects)
-
     def may_use(self, model: str) -> bool:
         """Whether the key may call `model` (an alias or a `<provider>/<model>` id)."""
         return self.models is None or model in self.models

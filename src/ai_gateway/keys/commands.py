@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ai_gateway.app import shared_redis
 from ai_gateway.config.settings import Settings, load_settings
-from ai_gateway.db.engine import create_engine, database_url
+from ai_gateway.db.engine import create_engine, database_url, failure_reason
 from ai_gateway.db.migrations import ensure_schema, head, upgrade
 from ai_gateway.errors import ConfigurationError, GatewayError
 from ai_gateway.keys.admin import IssuedKey, KeyAdmin, Notify
@@ -333,7 +333,7 @@ def run_command(args: argparse.Namespace) -> None:
         sys.stderr.write(f"ai-gateway: error: {describe(error)}\n")
         raise SystemExit(1) from None
     except (SQLAlchemyError, OSError) as error:
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        reason = failure_reason(error)
         sys.stderr.write(f"ai-gateway: error: database: {reason}\n")
         raise SystemExit(1) from None
     show(result, as_json=getattr(args, "json", False), is_team=args.command == "teams")

@@ -65,8 +65,7 @@ class Tally:
         while requests and requests[0] <= cutoff:
             requests.popleft()
         while charged_at and charged_at[0][0] <= cutoff:
-            # 0 for a lease already popped: a subject listed twice in one admission.
-            self.charged -= self.charges.pop(charged_at.popleft()[1], 0)
+            self.charged -= self.charges.pop(charged_at.popleft()[1])
         while leases and next(iter(leases.values())) <= now_us:
             leases.popitem(last=False)
 

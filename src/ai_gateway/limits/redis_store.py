@@ -43,11 +43,13 @@ UNAVAILABLE = "Rate limits cannot be checked right now; please retry shortly."
 
 
 def redis_client(url: str, *, timeout_s: float, max_connections: int = 64) -> "redis.asyncio.Redis":
-    """A client for the limiter: each command answers within `timeout_s` or fails, and none is
-    retried (a retried admission could count twice, and retries would outlast the timeout).
+    """The gateway's Redis client: each command answers within `timeout_s` or fails, and none
+    is retried (a retried admission could count twice, and retries would outlast the timeout).
 
-    Concurrent commands wait for one of `max_connections` connections (within the same
-    timeout) instead of failing as redis-py's default pool does past its size.
+    Its pool serves change announcements and the subscription: concurrent commands wait for
+    one of `max_connections` connections (within the same timeout) instead of failing as
+    redis-py's default pool does past its size. The limiter's scripts run on a few connections
+    of their own made from this pool's settings (ScriptRunner).
     """
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
@@ -236,7 +238,8 @@ class RedisLimiter:
         return ("settle", keys, args)
 
     async def flush(self) -> None:
-        """Wait until every settle queued so far is in Redis (this waits out an outage)."""
+        """Wait until no settle is queued: each has been sent, alone or with an admission that
+        may still be on its way (this waits out an outage)."""
         await self._idle.wait()
 
     async def aclose(self) -> None:
