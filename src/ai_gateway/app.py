@@ -8,6 +8,7 @@ from ai_gateway.api.admin import AdminApi
 from ai_gateway.api.dispatch import Gateway
 from ai_gateway.api.openapi import build_document
 from ai_gateway.api.routes import Endpoints, Routes
+from ai_gateway.config.constants import USAGE_JOURNAL_SEGMENT_BYTES
 from ai_gateway.config.file import GatewayConfig
 from ai_gateway.config.loader import load_config
 from ai_gateway.config.settings import FailMode, Settings, process_environment
@@ -25,6 +26,10 @@ from ai_gateway.limits.unshared import UnsharedLimiter
 from ai_gateway.providers.registry import Registry, build_registry
 from ai_gateway.routing.table import build_router
 from ai_gateway.runtime import Runtime
+from ai_gateway.usage.journal import Journal
+from ai_gateway.usage.ledger import Ledger
+from ai_gateway.usage.prices import price_table
+from ai_gateway.usage.shipper import Shipper
 
 __all__ = ["create_app"]
 
@@ -57,6 +62,16 @@ def build_limiter(settings: Settings, client: "redis.asyncio.Redis | None") -> L
     if settings.ai_gateway_workers > 1:
         return UnsharedLimiter()
     return MemoryLimiter()
+
+
+def build_journal(settings: Settings) -> Journal:
+    """This process's usage journal."""
+    return Journal(
+        settings.usage_journal_dir,
+        fsync=settings.usage_journal_fsync,
+        segment_bytes=USAGE_JOURNAL_SEGMENT_BYTES,
+        max_bytes=settings.usage_journal_max_bytes,
+    )
 
 
 def create_app(
@@ -92,6 +107,13 @@ def create_app(
         (key for key in static_keys if key), repository, negative_ttl_s=settings.key_negative_ttl_s
     )
     client = shared_redis(settings)
+    journal = build_journal(settings)
+    ledger = Ledger(
+        journal,
+        prices=price_table(config),
+        default_completion_tokens=settings.default_completion_tokens,
+    )
+    shipper = Shipper(journal, engine, interval_s=settings.usage_ship_interval_s)
     admission = Admission(
         build_limiter(settings, client),
         default_completion_tokens=settings.default_completion_tokens,
@@ -100,6 +122,7 @@ def create_app(
         engine=engine,
         directory=directory,
         admission=admission,
+        shipper=shipper,
         redis_client=client,
         redis_prefix=settings.redis_prefix,
         refresh_s=settings.key_cache_refresh_s,
@@ -108,6 +131,7 @@ def create_app(
     endpoints = Endpoints(
         router,
         admission=admission,
+        ledger=ledger,
         max_json_depth=settings.max_json_depth,
         send_timeout_s=settings.stream_send_timeout_s,
         openapi=build_document(),
@@ -119,6 +143,7 @@ def create_app(
         admin_keys=admin_keys,
         registry=registry,
         max_request_bytes=settings.max_request_bytes,
+        ledger=ledger,
         on_startup=runtime.start,
         on_shutdown=runtime.stop,
     )

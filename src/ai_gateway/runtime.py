@@ -16,6 +16,7 @@ from ai_gateway.keys.invalidation import publish
 from ai_gateway.keys.records import Change
 from ai_gateway.keys.subscription import subscribe
 from ai_gateway.limits.admission import Admission
+from ai_gateway.usage.shipper import Shipper
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +30,7 @@ class Runtime:
         engine: AsyncEngine,
         directory: KeyDirectory,
         admission: Admission,
+        shipper: Shipper,
         redis_client: "redis.asyncio.Redis | None",
         redis_prefix: str,
         refresh_s: float,
@@ -37,6 +39,7 @@ class Runtime:
         self.engine = engine
         self.directory = directory
         self.admission = admission
+        self.shipper = shipper
         self.redis = redis_client
         self.redis_prefix = redis_prefix
         self.refresh_s = refresh_s
@@ -48,6 +51,7 @@ class Runtime:
         await ensure_schema(self.engine)
         await self.directory.reload()
         self._tasks.append(asyncio.create_task(self.directory.keep_fresh(self.refresh_s)))
+        self._tasks.append(asyncio.create_task(self.shipper.run()))
         if self.redis is not None:
             changes = subscribe(self.redis, self.redis_prefix, on_reconnect=self.directory.reload)
             self._tasks.append(asyncio.create_task(self.directory.follow(changes)))
@@ -65,6 +69,15 @@ class Runtime:
             except Exception:
                 log.warning("key_change_not_announced", scope=change.scope.value, id=change.id)
 
+    async def ship_last(self) -> None:
+        """Ship what the journal still holds and release it (what cannot be shipped now is
+        shipped at the next start)."""
+        try:
+            await self.shipper.ship_own()
+        except Exception as exc:
+            log.warning("usage_not_shipped", reason=str(exc).splitlines()[0])
+        self.shipper.journal.close()
+
     async def stop(self) -> None:
         """Stop the background tasks, write pending figures, close every connection."""
         for task in self._tasks:
@@ -79,6 +92,7 @@ class Runtime:
         except Exception:
             log.warning("last_used_not_written", exc_info=True)
         await self.admission.aclose()
+        await self.ship_last()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()

@@ -20,6 +20,7 @@ from ai_gateway.db.migrations import (
 )
 from ai_gateway.errors import ConfigurationError
 from ai_gateway.keys.tables import metadata
+from ai_gateway.usage import tables as ledger_tables  # noqa: F401  # the ledger on the metadata
 from tests.db.databases import KINDS, fresh_database, opened
 
 pytestmark = pytest.mark.anyio
@@ -49,9 +50,14 @@ async def test_upgrade_builds_the_declared_schema_from_empty(empty: AsyncEngine)
 
     await upgrade(empty)
 
-    assert await current_revision(empty) == head() == "0001"
+    assert await current_revision(empty) == head() == "0002"
     async with empty.connect() as db:
-        assert await db.run_sync(table_names) == ["ai_gateway_alembic_version", "keys", "teams"]
+        assert await db.run_sync(table_names) == [
+            "ai_gateway_alembic_version",
+            "keys",
+            "teams",
+            "usage_ledger",
+        ]
         assert await db.run_sync(differences) == []
 
 
@@ -76,7 +82,7 @@ async def test_an_empty_postgresql_is_refused_with_the_command_to_run() -> None:
             await ensure_schema(engine, is_sqlite=False)
 
         assert caught.value.message == (
-            "The database schema is behind (revision none, this gateway needs 0001): run "
+            "The database schema is behind (revision none, this gateway needs 0002): run "
             "`ai-gateway db upgrade` with the same DATABASE_URL, then start the gateway."
         )
         assert await current_revision(engine) is None

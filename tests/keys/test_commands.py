@@ -17,6 +17,7 @@ import structlog
 from anyio.from_thread import start_blocking_portal
 
 from ai_gateway.cli import main
+from ai_gateway.db.migrations import head
 from ai_gateway.keys import commands
 from ai_gateway.keys.caller import Scope
 from ai_gateway.keys.invalidation import channel, parse
@@ -101,7 +102,7 @@ def test_db_upgrade_migrates_the_default_sqlite_file(
 ) -> None:
     out, err = run(capsys, "db", "upgrade")
 
-    assert out == "Database sqlite+aiosqlite:///ai-gateway.db: schema at revision 0001.\n"
+    assert out == f"Database sqlite+aiosqlite:///ai-gateway.db: schema at revision {head()}.\n"
     assert err == ""
     assert (tmp_path / "ai-gateway.db").is_file()
 
@@ -305,7 +306,7 @@ def test_a_postgresql_behind_asks_for_db_upgrade(
     assert (code, err) == (
         2,
         "ai-gateway: configuration error: The database schema is behind (revision none, this "
-        "gateway needs 0001): run `ai-gateway db upgrade` with the same DATABASE_URL, then "
+        f"gateway needs {head()}): run `ai-gateway db upgrade` with the same DATABASE_URL, then "
         "start the gateway.\n",
     )
     assert out.startswith("Database postgresql+asyncpg://postgres@127.0.0.1:5432/gw_test_db_")

@@ -16,7 +16,7 @@ logged as `client_closed`.
 import asyncio
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from starlette.requests import ClientDisconnect, Request
@@ -36,7 +36,9 @@ from ai_gateway.config.constants import (
 from ai_gateway.errors import GatewayError
 from ai_gateway.keys.directory import KeyDirectory
 from ai_gateway.keys.static import KeyStore
+from ai_gateway.observability.observer import RequestObserver
 from ai_gateway.providers.registry import Registry
+from ai_gateway.usage.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +85,8 @@ class Gateway:
         admin_keys: KeyStore,
         registry: Registry,
         max_request_bytes: int,
+        ledger: Ledger,
+        observers: Sequence[RequestObserver] = (),
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -91,6 +95,8 @@ class Gateway:
         self.admin_keys = admin_keys
         self.registry = registry
         self.max_request_bytes = max_request_bytes
+        self.ledger = ledger
+        self.observers = tuple(observers)
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
 
@@ -131,6 +137,8 @@ class Gateway:
         record = RequestRecord(request_id_of(scope), scope["method"], scope["path"])
         structlog.contextvars.bind_contextvars(request_id=record.request_id)
         framed = self._framing(record, send, is_head=scope["method"] == "HEAD")
+        for observer in self.observers:
+            observer.started(record)
         try:
             await self._serve(scope, receive, framed, record)
         except asyncio.CancelledError:
@@ -146,6 +154,8 @@ class Gateway:
                     scope, receive, framed
                 )
         finally:
+            for observer in self.observers:
+                observer.finished(record)
             log.info("request", **record.fields())
             structlog.contextvars.unbind_contextvars("request_id")
 
@@ -166,6 +176,7 @@ class Gateway:
                 task.cancel()
             if record.ticket is not None:
                 record.ticket.settle(record)
+            self.ledger.settle(record)
 
     async def _respond(
         self, request: Request, record: RequestRecord, watch: list["asyncio.Task[None]"]
@@ -185,11 +196,12 @@ class Gateway:
         watch.append(watch_disconnect(request.receive, record))
         return await endpoint.handle(Call(request, record, provider, body))
 
-    @staticmethod
-    def _framing(record: RequestRecord, send: Send, *, is_head: bool) -> Send:
-        """`send` adding the request id and Server-Timing to the head, noting the status and the
-        end of the response; a HEAD request's body is left out."""
+    def _framing(self, record: RequestRecord, send: Send, *, is_head: bool) -> Send:
+        """`send` adding the request id and Server-Timing to the head, noting the status, the
+        first byte and the end of the response (the ledger entry is written before the last
+        byte leaves); a HEAD request's body is left out."""
         request_id = (REQUEST_ID, record.request_id.encode())
+        settle = self.ledger.settle
 
         async def framed(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -200,7 +212,11 @@ class Gateway:
                     headers += record.ticket.headers
                 message["headers"] = headers
             elif message["type"] == "http.response.body":
-                record.is_finished = not message.get("more_body", False)
+                if record.first_byte_ms is None:
+                    record.first_byte_ms = record.elapsed_ms()
+                if not message.get("more_body", False):
+                    settle(record)
+                    record.is_finished = True
                 if is_head:
                     message = {**message, "body": b""}
             await send(message)

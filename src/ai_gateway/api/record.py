@@ -38,6 +38,22 @@ class RequestRecord:
     """Stream chunks relayed to the caller."""
     caller: Caller | None = None
     ticket: "Ticket | None" = None
+    wall_started: float = field(default_factory=time.time)
+    """The start as a Unix time (the ledger's `created_at`)."""
+    first_byte_ms: float | None = None
+    """Time to the first body byte handed to the server (a stream's first event)."""
+    entry_id: str | None = None
+    """The request's ledger entry, once it is accounted (reserved or rejected)."""
+    reserved_tokens: int | None = None
+    reserved_cost_usd: float | None = None
+    cost_usd: float | None = None
+    """What the request cost, once settled; None when its price is unknown."""
+    is_rejected: bool = False
+    """Refused by a limit or a budget before any upstream call."""
+    is_settled: bool = False
+    """The ledger entry has been written."""
+    span: Any = None
+    """The request's trace span, when tracing is on."""
     is_finished: bool = False
     """The response's last byte has been handed to the server."""
     is_client_closed: bool = False
@@ -46,6 +62,10 @@ class RequestRecord:
     def note_upstream(self, since: float) -> None:
         """Record the upstream's time (to the answer, or to the first chunk of a stream)."""
         self.upstream_ms = round((time.perf_counter() - since) * 1000, 3)
+
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the request began."""
+        return round((time.perf_counter() - self.started) * 1000, 3)
 
     def server_timing(self) -> str:
         """The `Server-Timing` value when the response starts: gateway time, upstream time.
@@ -67,7 +87,7 @@ class RequestRecord:
             "path": self.path,
             # 499 (the caller closed the request) exists only here, never on the wire
             "status": CLIENT_CLOSED_STATUS if self.is_client_closed else self.status,
-            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "latency_ms": self.elapsed_ms(),
             "upstream_ms": self.upstream_ms,
             "gateway_ms": self.gateway_ms,
             "provider": self.provider,

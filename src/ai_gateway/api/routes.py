@@ -32,6 +32,7 @@ from ai_gateway.errors import (
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
+    RateLimited,
     ServiceUnavailable,
 )
 from ai_gateway.keys.caller import Caller
@@ -40,6 +41,7 @@ from ai_gateway.providers.protocol import ChatProvider
 from ai_gateway.routing.route import Deployment, Route, Served
 from ai_gateway.routing.router import Router
 from ai_gateway.schemas import ChatCompletionRequest, ModelCard, ModelList
+from ai_gateway.usage.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 
@@ -177,12 +179,14 @@ class Endpoints:
         router: Router,
         *,
         admission: Admission,
+        ledger: Ledger,
         max_json_depth: int,
         send_timeout_s: float,
         openapi: bytes,
     ) -> None:
         self.router = router
         self.admission = admission
+        self.ledger = ledger
         self.openapi = openapi
         self.max_json_depth = max_json_depth
         self.send_timeout_s = send_timeout_s
@@ -201,7 +205,12 @@ class Endpoints:
             else router.direct(call.provider, body.model)
         )
         if record.caller is not None:
-            record.ticket = await self.admission.admit(record.caller, body)
+            try:
+                record.ticket = await self.admission.admit(record.caller, body)
+            except RateLimited:
+                self.ledger.reject(record)
+                raise
+        self.ledger.reserve(record, route, body)
         return await complete(router, route, body, record, send_timeout_s=self.send_timeout_s)
 
     async def models(self, call: Call) -> Response:

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     default_completion_tokens: int = Field(
         default=constants.DEFAULT_COMPLETION_TOKENS_ESTIMATE, gt=0
     )
+    usage_journal_dir: Path = Path(constants.DEFAULT_USAGE_JOURNAL_DIR)
+    usage_journal_fsync: bool = False
+    usage_journal_max_bytes: int = Field(default=constants.DEFAULT_USAGE_JOURNAL_MAX_BYTES, ge=0)
+    usage_ship_interval_s: float = Field(default=constants.DEFAULT_USAGE_SHIP_INTERVAL_S, gt=0)
     ai_gateway_workers: int = Field(default=1, gt=0)
     """Set by `ai-gateway serve --workers N` for its worker processes."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -7,6 +7,7 @@ from alembic import context
 
 from ai_gateway.db.migrations import VERSION_TABLE
 from ai_gateway.keys.tables import metadata
+from ai_gateway.usage import tables as _usage_tables  # noqa: F401  # registers the ledger
 
 
 def run_migrations() -> None:

@@ -1,0 +1,1 @@
+"""Observability: what the gateway reports about its requests besides its log lines."""

@@ -1,0 +1,206 @@
+"""Shipper: moves journal entries into the ledger table, in batches, off the request path.
+
+Inserts are idempotent by entry id (`ON CONFLICT DO NOTHING`), so a batch shipped twice (the
+process died after the commit, before it noted the progress) is stored once. This process's
+own segments are shipped as they grow (settled entries only: a reservation is still in
+flight); segments left by a process that has died are shipped whole, and their reservations
+without a settled entry become `interrupted` entries carrying the reserved estimate. A
+database that cannot be reached is retried with a backoff: nothing is dropped, the journal
+waits (and is bounded, see usage/journal.py).
+"""
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy import Insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ai_gateway.db.engine import failure_reason
+from ai_gateway.usage.journal import SUFFIX, Journal, Segment, lock, owner_of
+from ai_gateway.usage.ledger import INTERRUPTED, RESERVE, SETTLE
+from ai_gateway.usage.tables import ledger
+
+log = structlog.get_logger(__name__)
+
+READ_BYTES = 4 * 1024 * 1024
+"""The most journal bytes read for one batch."""
+ROWS_PER_INSERT = 500
+MAX_BACKOFF_S = 30.0
+COLUMNS = frozenset(column.name for column in ledger.columns)
+
+
+def insert_ignoring_duplicates(engine: AsyncEngine) -> Insert:
+    """INSERT ... ON CONFLICT (entry_id) DO NOTHING, in the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(ledger).on_conflict_do_nothing(index_elements=["entry_id"])
+    return sqlite.insert(ledger).on_conflict_do_nothing(index_elements=["entry_id"])
+
+
+def row_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """A journal entry as a ledger row (every column present; times as UTC datetimes)."""
+    row = {name: entry.get(name) for name in COLUMNS}
+    row["created_at"] = datetime.fromtimestamp(float(entry["created_at"]), UTC)
+    return row
+
+
+def interrupted(reservation: dict[str, Any]) -> dict[str, Any]:
+    """The entry for a reservation its process never settled: cut short by a crash."""
+    return {
+        **reservation,
+        "kind": SETTLE,
+        "status": INTERRUPTED,
+        "cost_usd": reservation.get("reserved_cost_usd"),
+    }
+
+
+def parse(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The complete entries in `data` and how many bytes they span (a trailing partial line
+    is left for later; a line that is not an entry is logged and skipped)."""
+    end = data.rfind(b"\n") + 1
+    entries = []
+    for line in data[:end].splitlines():
+        try:
+            entry = orjson.loads(line)
+            if entry.get("kind") in (RESERVE, SETTLE) and entry.get("entry_id"):
+                entries.append(entry)
+                continue
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        log.warning("usage_journal_line_skipped", length=len(line))
+    return entries, end
+
+
+class Shipper:
+    """Ships the journal into the ledger table every `interval_s`."""
+
+    def __init__(self, journal: Journal, engine: AsyncEngine, *, interval_s: float) -> None:
+        self.journal = journal
+        self.engine = engine
+        self.interval_s = interval_s
+        self.caught_up_at = time.monotonic()
+        self._failures = 0
+
+    def lag(self) -> tuple[int, float]:
+        """(journal bytes not yet shipped, seconds since everything was last shipped)."""
+        pending = self.journal.pending_bytes()
+        if pending == 0:
+            self.caught_up_at = time.monotonic()
+        return pending, time.monotonic() - self.caught_up_at
+
+    async def run(self) -> None:
+        """Ship until cancelled; a failure waits a backoff and retries the same entries."""
+        while True:
+            try:
+                await self.ship()
+                if self._failures:
+                    log.info("usage_shipping_resumed")
+                self._failures = 0
+                delay = self.interval_s
+            except Exception as exc:
+                if not self._failures:
+                    log.warning("usage_shipping_failed", reason=failure_reason(exc))
+                self._failures += 1
+                delay = min(self.interval_s * 2**self._failures, MAX_BACKOFF_S)
+            await asyncio.sleep(delay)
+
+    async def ship(self) -> int:
+        """Ship what has been written since the last time, and any dead process's segments;
+        the number of entries stored (duplicates included)."""
+        return await self.ship_own() + await self.ship_orphans()
+
+    async def ship_own(self) -> int:
+        """This process's settled entries; a finished segment is deleted."""
+        shipped = 0
+        for segment in list(self.journal.segments):
+            shipped += await self._ship_segment(segment)
+            if (
+                segment is not self.journal.segments[-1]
+                and segment.is_shipped
+                and segment.open_reservations == 0
+            ):
+                self.journal.retire(segment)
+        self.lag()
+        return shipped
+
+    async def _ship_segment(self, segment: Segment) -> int:
+        shipped = 0
+        while not segment.is_shipped:
+            size = min(segment.size - segment.shipped, READ_BYTES)
+            with segment.path.open("rb") as file:
+                file.seek(segment.shipped)
+                data = file.read(size)
+            entries, used = parse(data)
+            if used == 0:  # one line longer than a batch: cannot happen for the gateway's lines
+                break
+            await self.store(entry for entry in entries if entry["kind"] == SETTLE)
+            segment.shipped += used
+            shipped += len(entries)
+        if segment.is_shipped:
+            segment.first_unshipped_at = None
+        return shipped
+
+    async def ship_orphans(self) -> int:
+        """Segments of processes that have died: shipped whole, then deleted."""
+        groups: defaultdict[str, list[Path]] = defaultdict(list)
+        for path in sorted(self.journal.directory.glob(f"*{SUFFIX}")):
+            if owner_of(path) != self.journal.owner:
+                groups[owner_of(path)].append(path)
+        shipped = 0
+        for paths in groups.values():
+            shipped += await self._ship_dead(paths)
+        return shipped
+
+    async def _ship_dead(self, paths: list[Path]) -> int:
+        """One dead owner's segments, if every one of them can be locked (a live process
+        always holds its current segment's lock)."""
+        fds: list[int] = []
+        try:
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:  # retired by its live owner meanwhile
+                    return 0
+                fds.append(fd)
+                if not lock(fd):
+                    return 0
+            entries = [entry for path in paths for entry in parse(path.read_bytes())[0]]
+            await self.store(settled(entries))
+            for path in paths:
+                path.unlink(missing_ok=True)
+            log.info("usage_journal_recovered", segments=len(paths), entries=len(entries))
+            return len(entries)
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    async def store(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Insert the entries' rows, each entry id once whatever was stored before."""
+        rows = [row_of(entry) for entry in entries]
+        if not rows:
+            return
+        statement = insert_ignoring_duplicates(self.engine)
+        async with self.engine.begin() as connection:
+            for start in range(0, len(rows), ROWS_PER_INSERT):
+                await connection.execute(statement, rows[start : start + ROWS_PER_INSERT])
+
+
+def settled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A dead process's entries as they end: each settled entry, and an `interrupted` one for
+    each reservation that was never settled."""
+    done = {entry["entry_id"] for entry in entries if entry["kind"] == SETTLE}
+    return [entry for entry in entries if entry["kind"] == SETTLE] + [
+        interrupted(entry)
+        for entry in entries
+        if entry["kind"] == RESERVE and entry["entry_id"] not in done
+    ]

@@ -1,0 +1,228 @@
+"""The journal and the shipper, on both databases: a live process's settled entries are
+shipped as they are written; a dead process's segments are shipped whole, their unsettled
+reservations as `interrupted` entries; shipping twice stores each entry once; a database that
+cannot be reached loses nothing; a full journal refuses new requests."""
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ai_gateway.db.engine import create_engine, database_url
+from ai_gateway.db.migrations import ensure_schema
+from ai_gateway.usage.journal import Journal, JournalFull
+from ai_gateway.usage.shipper import Shipper
+from tests.db.databases import KINDS, fresh_database, opened
+from tests.usage.ledger_rows import ledger_rows
+
+pytestmark = pytest.mark.anyio
+
+
+def journal(directory: Path, **overrides: Any) -> Journal:
+    values: dict[str, Any] = {"fsync": False, "segment_bytes": 1 << 20, "max_bytes": 0}
+    return Journal(directory, **(values | overrides))
+
+
+def reservation(entry_id: str, **fields: Any) -> bytes:
+    entry = {
+        "kind": "reserve",
+        "entry_id": entry_id,
+        "request_id": f"req-{entry_id}",
+        "created_at": 1_790_000_000.5,
+        "key_id": "key-1",
+        "team": "team-1",
+        "route": "fast",
+        "is_stream": True,
+        "reserved_tokens": 1030,
+        "reserved_cost_usd": 0.002,
+        **fields,
+    }
+    return orjson.dumps(entry) + b"\n"
+
+
+def settlement(entry_id: str, **fields: Any) -> bytes:
+    entry = orjson.loads(reservation(entry_id)) | {
+        "kind": "settle",
+        "provider": "cerebras",
+        "model": "llama3.1-8b",
+        "status": "200",
+        "http_status": 200,
+        "attempts": 1,
+        "prompt_tokens": 6,
+        "completion_tokens": 20,
+        "cost_usd": 0.0000026,
+        "latency_ms": 12.5,
+        "ttft_ms": 3.25,
+        **fields,
+    }
+    return orjson.dumps(entry) + b"\n"
+
+
+@pytest.fixture(params=KINDS)
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with fresh_database(request.param, tmp_path) as url, opened(url) as engine:
+        await ensure_schema(engine, is_sqlite=True)  # creates the schema on either backend
+        yield url
+
+
+@pytest.fixture
+async def engine(database: str) -> AsyncIterator[AsyncEngine]:
+    async with opened(database) as opened_engine:
+        yield opened_engine
+
+
+def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {row["entry_id"]: row for row in rows}
+
+
+async def test_a_live_process_ships_its_settled_entries_and_keeps_its_reservations(
+    tmp_path: Path, engine: AsyncEngine, database: str
+) -> None:
+    own = journal(tmp_path / "j")
+    own.reserve("a", reservation("a"))
+    own.reserve("b", reservation("b"))
+    own.settle("a", settlement("a"))
+    shipper = Shipper(own, engine, interval_s=1)
+
+    assert await shipper.ship() == 3
+
+    rows = by_id(await ledger_rows(database))
+    assert list(rows) == ["a"]  # b is still in flight: not `interrupted`
+    assert rows["a"]["status"] == "200"
+    assert rows["a"]["created_at"].timestamp() == 1_790_000_000.5
+    assert shipper.lag()[0] == 0
+    own.settle("b", settlement("b", status="499", http_status=499, error_code="client_closed"))
+    await shipper.ship()
+    assert by_id(await ledger_rows(database))["b"]["error_code"] == "client_closed"
+
+
+async def test_a_dead_process_s_segments_are_shipped_whole_with_its_interrupted_requests(
+    tmp_path: Path, engine: AsyncEngine, database: str
+) -> None:
+    dead = journal(tmp_path / "j", segment_bytes=600)  # small: its entries span several segments
+    for entry_id in ("a", "b", "c", "d"):
+        dead.reserve(entry_id, reservation(entry_id))
+    dead.settle("a", settlement("a"))
+    dead.settle("c", settlement("c", completion_tokens=1))
+    assert len(dead.segments) > 1
+    dead.close()  # as a crash would: its files unlocked, reservations b and d never settled
+    survivor = journal(tmp_path / "j")
+
+    await Shipper(survivor, engine, interval_s=1).ship()
+
+    rows = by_id(await ledger_rows(database))
+    assert sorted(rows) == ["a", "b", "c", "d"]
+    assert (rows["a"]["status"], rows["c"]["completion_tokens"]) == ("200", 1)
+    for entry_id in ("b", "d"):
+        assert rows[entry_id]["status"] == "interrupted"
+        assert rows[entry_id]["http_status"] is None
+        assert rows[entry_id]["reserved_tokens"] == 1030
+        assert rows[entry_id]["cost_usd"] == rows[entry_id]["reserved_cost_usd"] == 0.002
+        assert rows[entry_id]["prompt_tokens"] is None
+    assert list((tmp_path / "j").iterdir()) == []
+
+
+async def test_a_live_process_s_segments_are_left_to_it(
+    tmp_path: Path, engine: AsyncEngine, database: str
+) -> None:
+    alive = journal(tmp_path / "j")
+    alive.reserve("a", reservation("a"))
+    other = journal(tmp_path / "j")
+
+    assert await Shipper(other, engine, interval_s=1).ship_orphans() == 0
+    assert await ledger_rows(database) == []
+    alive.settle("a", settlement("a"))
+    alive.close()
+    assert await Shipper(other, engine, interval_s=1).ship_orphans() == 2
+    assert [row["status"] for row in await ledger_rows(database)] == ["200"]
+
+
+async def test_shipping_the_same_entries_again_stores_each_once(
+    tmp_path: Path, engine: AsyncEngine, database: str
+) -> None:
+    dead = journal(tmp_path / "journal")
+    dead.reserve("a", reservation("a"))
+    dead.settle("a", settlement("a"))
+    dead.reserve("b", reservation("b"))
+    dead.close()
+    shutil.copytree(tmp_path / "journal", tmp_path / "copy")
+    shipper = Shipper(journal(tmp_path / "journal"), engine, interval_s=1)
+    await shipper.ship()
+    shutil.copytree(tmp_path / "copy", tmp_path / "journal", dirs_exist_ok=True)
+
+    await shipper.ship()  # as after a crash between the commit and the files' removal
+
+    rows = await ledger_rows(database)
+    assert sorted((row["entry_id"], row["status"]) for row in rows) == [
+        ("a", "200"),
+        ("b", "interrupted"),
+    ]
+
+
+async def test_a_torn_last_line_is_skipped_and_the_rest_shipped(
+    tmp_path: Path, engine: AsyncEngine, database: str
+) -> None:
+    dead = journal(tmp_path / "j")
+    dead.reserve("a", reservation("a"))
+    dead.settle("a", settlement("a"))
+    path = dead.segments[0].path
+    dead.close()
+    with path.open("ab") as file:
+        file.write(b"not json\n" + settlement("z")[:40])  # a line cut by a power loss
+
+    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+
+    assert [row["entry_id"] for row in await ledger_rows(database)] == ["a"]
+
+
+async def test_a_database_that_cannot_be_reached_loses_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "not-yet" / "gateway.db"
+    unreachable = create_engine(database_url(f"sqlite:///{missing}"))
+    own = journal(tmp_path / "journal")
+    own.reserve("a", reservation("a"))
+    own.settle("a", settlement("a"))
+    shipper = Shipper(own, unreachable, interval_s=1)
+    try:
+        with pytest.raises(Exception, match="unable to open database file"):
+            await shipper.ship()
+        assert shipper.lag()[0] > 0
+
+        missing.parent.mkdir()
+        await ensure_schema(unreachable)
+        await shipper.ship()
+    finally:
+        await unreachable.dispose()
+
+    assert [row["entry_id"] for row in await ledger_rows(f"sqlite:///{missing}")] == ["a"]
+    assert shipper.lag()[0] == 0
+
+
+def test_a_full_journal_refuses_new_reservations_until_shipped(tmp_path: Path) -> None:
+    own = journal(tmp_path / "j", max_bytes=300)
+    own.reserve("a", reservation("a"))
+    own.reserve("b", reservation("b"))
+
+    with pytest.raises(JournalFull) as refused:
+        own.reserve("c", reservation("c"))
+
+    assert (refused.value.status_code, refused.value.code) == (503, "usage_journal_full")
+    own.segments[0].shipped = own.segments[0].size
+    own.reserve("c", reservation("c"))
+
+
+def test_segments_roll_over_and_each_stays_until_its_reservations_settle(tmp_path: Path) -> None:
+    own = journal(tmp_path / "j", segment_bytes=150)
+    own.reserve("a", reservation("a"))
+    own.reserve("b", reservation("b"))  # the first segment is full: b starts the second
+
+    assert [segment.open_reservations for segment in own.segments] == [1, 1]
+    own.settle("a", settlement("a"))
+    assert [segment.open_reservations for segment in own.segments] == [
+        0,
+        1,
+        0,
+    ]  # the settle itself starts a third
