@@ -32,6 +32,7 @@ test: services check
 # The tests use this machine's PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379).
 services:
 	bash scripts/services.sh
+	bash scripts/browser.sh
 
 check: lint typecheck unit
 

@@ -28,6 +28,19 @@ LIMITED_LABELS = {
     "vk-redis": "gateway + virtual key, Redis limits",
 }
 BUDGETS = {"vk-memory": Budget(5.0, 0.05), "vk-redis": Budget(20.0, 0.3)}
+ROW_LABELS = {
+    **LIMITED_LABELS,
+    "native-bare": "gateway native, no ledger or metrics",
+    "native-traced": "gateway native + tracing",
+}
+BARE_ROW = "native-bare"
+"""The native gateway with its usage ledger and metrics off: the observed rows' baseline."""
+OBSERVED = {"native": "ledger + metrics", "native-traced": "ledger + metrics + tracing"}
+"""The rows measured against the bare row, and what each has on."""
+OBSERVED_BUDGET_PCT = 10.0
+"""The most the ledger, metrics and tracing together may cost in throughput, in %."""
+BSP_DEFAULTS = "5 s schedule delay, 512 spans per export, a queue of 2,048 spans"
+"""The OpenTelemetry SDK's batch span processor defaults, which the traced row runs with."""
 CASE_NAMES = {"json-2msg": "JSON 2 msg", "json-50msg": "JSON 50 msg", "stream-2msg": "streams"}
 
 
@@ -35,7 +48,7 @@ def progress_line(row: Row) -> str:
     """One measured repetition, as printed while the run goes."""
     unit = "streams/s" if row["kind"] == "stream" else "req/s"
     text = (
-        f"{row['case']:<20} {row['target']:<9} rep {row['rep'] + 1}: {row['rps']:>9.1f} {unit}"
+        f"{row['case']:<20} {row['target']:<13} rep {row['rep'] + 1}: {row['rps']:>9.1f} {unit}"
         f"  p50 {row['p50']:.3f}  p99 {row['p99']:.3f} ms  errors {row['errors']}"
         f"  cpu {row['cpu_us_per_req']:.0f} µs/req  other-cpu {row['foreign_cores']:.2f}"
     )
@@ -57,7 +70,7 @@ def label(meta: Row, target: str) -> str:
     if target == "direct":
         return "direct (limit)"
     known = meta.get("transport_setting_known")
-    return LIMITED_LABELS.get(target, f"gateway {target}") + ("" if known else " †")
+    return ROW_LABELS.get(target, f"gateway {target}") + ("" if known else " †")
 
 
 def gateway_rows(result: Row) -> list[str]:
@@ -71,7 +84,17 @@ def limited_rows(result: Row) -> list[str]:
 
 
 def has_static(result: Row, target: str) -> bool:
-    return any("rps_change_pct" in s for s in result["summary"] if s["target"] == target)
+    return has_base(result, target, STATIC_ROW)
+
+
+def has_base(result: Row, target: str, base: str) -> bool:
+    """Whether the row was measured against `base` (its cost figures are against it)."""
+    return any(s.get("base_target") == base for s in result["summary"] if s["target"] == target)
+
+
+def cost_of(entry: Row, base: str) -> Row:
+    """The row's cost figures when they are against `base`, else none."""
+    return entry if entry.get("base_target") == base else {}
 
 
 def json_table(result: Row) -> list[str]:
@@ -231,14 +254,14 @@ def limits_cost_table(result: Row) -> list[str]:
     for s in result["summary"]:
         if s["target"] not in (STATIC_ROW, *limited):
             continue
-        is_base = s["target"] == STATIC_ROW
-        change = "-" if is_base else f"{num(s.get('rps_change_pct'), 1, True)}%"
+        cost = cost_of(s, STATIC_ROW)
+        change = f"{num(cost['rps_change_pct'], 1, True)}%" if cost else "-"
         lines.append(
             f"| {case_name(s)} | {s['concurrency']} | {label(meta, s['target'])} "
             f"| {num(s['rps'], 0)} | {change} | {num(s['p50'], 3)} "
-            f"| {num(s.get('d_p50_static'), 3, True)} | {num(s['p99'], 3)} "
-            f"| {num(s.get('d_p99_static'), 3, True)} | {num(s.get('cpu_us_per_req'), 0)} "
-            f"| {num(s.get('d_cpu_us_static'), 0, True)} "
+            f"| {num(cost.get('d_p50_static'), 3, True)} | {num(s['p99'], 3)} "
+            f"| {num(cost.get('d_p99_static'), 3, True)} | {num(s.get('cpu_us_per_req'), 0)} "
+            f"| {num(cost.get('d_cpu_us_static'), 0, True)} "
             f"| {num(s.get('redis_cpu_us_per_req'), 0)} | {s['errors']} |"
         )
     return lines
@@ -303,17 +326,157 @@ def limits_section(result: Row) -> list[str]:
     ]
 
 
-def markdown(result: Row, soak: Row | None = None) -> str:
-    """The run's tables: JSON, streams, targets, and how the run was made."""
+def run_line(result: Row) -> str:
+    """How the run was made, in one line."""
     meta = result["meta"]
     cfg, box = meta["config"], meta["machine"]
-    rows = result["measurements"]
-    other = max((r["foreign_cores"] for r in rows), default=0.0)
-    lines = [
+    return (
         f"Run of {meta['date']} at commit {meta['commit']}: {cfg['reps']} repetition(s) of "
         f"{cfg['duration']} s after {cfg['warmup']} s of warm-up, medians; "
         f"{box['nproc']} cores ({box['cpu']}), Python {box['python']}, route `{cfg['route']}`, "
-        f"{cfg['workers']} gateway worker(s).",
+        f"{cfg['workers']} gateway worker(s)."
+    )
+
+
+# Usage ledger, metrics and tracing ------------------------------------------------------------
+
+
+def observed_rows(result: Row) -> list[str]:
+    """The rows with the ledger and metrics (and tracing) that have a bare row to compare with."""
+    return [t for t in OBSERVED if has_base(result, t, BARE_ROW)]
+
+
+def observed_verdict(entry: Row | None) -> tuple[str, bool | None]:
+    """A row's throughput change against the bare row, and whether it is within the budget."""
+    change = cost_of(entry or {}, BARE_ROW).get("rps_change_pct")
+    if change is None:
+        return "not measured", None
+    return f"{num(change, 1, True)}%", change >= -OBSERVED_BUDGET_PCT
+
+
+def observed_case_table(result: Row, bare: Row) -> list[str]:
+    """One case: the bare row, then each observed row with its cost against it."""
+    lines = [
+        "| Row | req/s | Δ req/s vs bare | p50 ms | Δp50 ms | CPU µs/req | ΔCPU µs/req | Errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    entries = [bare, *(find(result, bare["case"], t) for t in observed_rows(result))]
+    for s in entries:
+        if s is None:
+            continue
+        cost = cost_of(s, BARE_ROW)
+        change = f"{num(cost['rps_change_pct'], 1, True)}%" if cost else "-"
+        lines.append(
+            f"| {label(result['meta'], s['target'])} | {num(s['rps'], 0)} | {change} "
+            f"| {num(s['p50'], 3)} | {num(cost.get('d_p50_static'), 3, True)} "
+            f"| {num(s.get('cpu_us_per_req'), 0)} | {num(cost.get('d_cpu_us_static'), 0, True)} "
+            f"| {s['errors']} |"
+        )
+    return lines
+
+
+def observed_verdict_line(result: Row, case: str) -> str:
+    """Each observed row's throughput change in one case, against the budget."""
+    parts = []
+    for target in observed_rows(result):
+        text, ok = observed_verdict(find(result, case, target))
+        verdict = {True: ": **meets**", False: ": **misses**", None: ""}[ok]
+        parts.append(f"{OBSERVED[target]} {text}{verdict}")
+    budget = f"Budget (throughput ≥ -{OBSERVED_BUDGET_PCT:g}% against the bare row): "
+    return budget + "; ".join(parts) + "."
+
+
+def observed_tally(result: Row, bares: list[Row]) -> str:
+    """In how many cases each observed row is within the budget."""
+    parts = []
+    for target in observed_rows(result):
+        held = sum(observed_verdict(find(result, b["case"], target))[1] is True for b in bares)
+        parts.append(f"{OBSERVED[target]} in {held} of {len(bares)} cases")
+    return "Within the budget: " + ", ".join(parts) + "."
+
+
+def ledger_cell(ledger: Row) -> str:
+    """A row's ledger table rows and what its journal still held."""
+    rows, left = ledger.get("ledger_rows"), ledger.get("journal_bytes")
+    text = "no ledger table" if rows is None else f"{num(rows, 0)} rows"
+    return text + (
+        ", no journal" if left is None else f", {num(left, 0)} bytes left in its journal"
+    )
+
+
+def observed_proof(result: Row) -> list[str]:
+    """What shows the ledger and tracing were on (or off): rows stored, spans received."""
+    meta, lines = result["meta"], []
+    ledger = meta.get("ledger") or {}
+    rows = [t for t in (BARE_ROW, *OBSERVED) if t in ledger]
+    if rows:
+        cells = [f"{t} {ledger_cell(ledger[t])}" for t in rows]
+        lines.append(
+            "Usage ledger once the gateways stopped (`usage_ledger` in each row's SQLite "
+            "file): " + "; ".join(cells) + "."
+        )
+    sink = meta.get("otlp_sink")
+    if sink:
+        answered = sum(
+            r.get("log_requests", 0)
+            for r in result["measurements"]
+            if r["target"] == "native-traced"
+        )
+        lines.append(
+            f"The OTLP sink received {num(sink['batches'], 0)} batches, {num(sink['spans'], 0)} "
+            f"spans and {num(sink['bytes'] / 1e6, 2)} MB from native-traced "
+            f"({sink['rejected']} rejected; the sink's own CPU {sink['cpu_s']} s), which logged "
+            f"{num(answered, 0)} requests in the measured windows (warm-ups and checks add more)."
+        )
+    elif "native-traced" in (meta.get("row_settings") or {}):
+        lines.append("The OTLP sink left no counts: whether spans arrived is not known.")
+    return lines
+
+
+def observability_section(result: Row) -> list[str]:
+    """The ledger, metrics and tracing: each observed row's cost against the bare row, case by
+    case, with its verdict against the budget."""
+    meta = result["meta"]
+    settings = meta.get("row_settings") or {}
+    described = "; ".join(
+        f"{name}: " + ", ".join(f"`{k}={v}`" for k, v in env.items())
+        for name, env in settings.items()
+        if name in (BARE_ROW, *OBSERVED)
+    )
+    bares = [s for s in result["summary"] if s["target"] == BARE_ROW]
+    lines = [
+        "Usage ledger, metrics and tracing: the native gateway with its usage ledger and "
+        "metrics off (native-bare), with both on (native, the defaults) and with traces "
+        "exported over OTLP/HTTP to a local sink as well (native-traced; the SDK's batch "
+        f"defaults: {BSP_DEFAULTS}). Settings: {described or 'none recorded'}. Δ = row - "
+        "bare row, same run; for streams p50 is the time to first event and req/s is "
+        f"streams/s. Budget: together they cost at most {OBSERVED_BUDGET_PCT:g}% of "
+        "throughput.",
+        "",
+    ]
+    for bare in bares:
+        title = f"**{case_name(bare)}, c={bare['concurrency']}**"
+        lines += [title, "", *observed_case_table(result, bare), ""]
+        lines += [observed_verdict_line(result, bare["case"]), ""]
+    lines.append(observed_tally(result, bares))
+    for proof in observed_proof(result):
+        lines += ["", proof]
+    return [*lines, ""]
+    return lines
+
+
+def observability_markdown(result: Row) -> str:
+    """The ledger, metrics and tracing section on its own (`observability.md`)."""
+    return "\n".join([run_line(result), "", *observability_section(result)]) + "\n"
+
+
+def markdown(result: Row, soak: Row | None = None) -> str:
+    """The run's tables: JSON, streams, targets, and how the run was made."""
+    meta = result["meta"]
+    rows = result["measurements"]
+    other = max((r["foreign_cores"] for r in rows), default=0.0)
+    lines = [
+        run_line(result),
         "",
         "Non-streaming (wrk; latency from request sent to response read):",
         "",
@@ -324,6 +487,7 @@ def markdown(result: Row, soak: Row | None = None) -> str:
         "",
         *stream_table(result),
         "",
+        *(observability_section(result) if observed_rows(result) else []),
         *(limits_section(result) if limited_rows(result) else []),
         "Targets:",
         "",
@@ -460,6 +624,49 @@ def limits_chart(result: Row, path: Path) -> None:
     meta = result["meta"]
     fig.suptitle(
         f"ai_gateway: virtual key with limits vs static key, same run, {meta['date'][:10]}, "
+        f"{meta['machine']['nproc']} cores"
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def observability_chart(result: Row, path: Path) -> None:
+    """Each observed row against the bare row, case by case: throughput change (the budget
+    drawn dashed) and CPU per request change."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    observed = observed_rows(result)
+    cases = [s["case"] for s in result["summary"] if s["target"] == BARE_ROW]
+    panels = (
+        ("rps_change_pct", f"throughput change, % (dashed: budget -{OBSERVED_BUDGET_PCT:g}%)"),
+        ("d_cpu_us_static", "gateway CPU change, µs per request"),
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    width = 0.8 / max(len(observed), 1)
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for index, target in enumerate(observed):
+            values = [cost_of(find(result, c, target) or {}, BARE_ROW).get(key) for c in cases]
+            xs = [i + (index - (len(observed) - 1) / 2) * width for i in range(len(cases))]
+            ax.bar(xs, [v or 0.0 for v in values], width, label=OBSERVED[target])
+        if key == "rps_change_pct":
+            ax.axhline(-OBSERVED_BUDGET_PCT, color="red", linestyle="--", lw=1)
+        ax.axhline(0, color="black", lw=0.8)
+        names = [
+            f"{CASE_NAMES.get(c.rsplit('-c', 1)[0], c)}\nc={c.rsplit('-c', 1)[1]}" for c in cases
+        ]
+        ax.set_xticks(range(len(cases)), names, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=max(len(labels), 1), fontsize=9)
+    meta = result["meta"]
+    fig.suptitle(
+        f"ai_gateway: usage ledger, metrics and tracing vs none, same run, {meta['date'][:10]}, "
         f"{meta['machine']['nproc']} cores"
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))

@@ -2,16 +2,19 @@
 
 Starts the fake upstream and one gateway process per row, each on its own port and in its own
 working directory (real mode, auth on, LOG_LEVEL=info): one per transport (`CEREBRAS_CLIENT=
-native|sdk`) called with a static key, and two native gateways called with a virtual key whose
-limits never refuse (counted in memory, and in Redis), the key created through the admin API once
-the gateway is up. Then measures every case (JSON with a 2-message body at each concurrency, JSON
-with a 50-message body at concurrency 1, streams at each concurrency) for every target in turn,
-repetition by repetition, and reports medians. Writes `<out>/latest.json`, `<out>/latest.md` and
-the charts. `--soak SECONDS` instead runs each gateway at a fixed request rate and samples its RSS
-every 5 s (`<out>/soak.json`, `<out>/soak.md`).
+native|sdk`) called with a static key; the native gateway with its usage ledger and metrics off
+(`native-bare`) and with traces exported to a local OTLP sink (`native-traced`); and two native
+gateways called with a virtual key whose limits never refuse (counted in memory, and in Redis),
+the key created through the admin API once the gateway is up. Then measures every case (JSON
+with a 2-message body at each concurrency, JSON with a 50-message body at concurrency 1, streams
+at each concurrency) for every target in turn, repetition by repetition, and reports medians.
+Writes `<out>/latest.json`, `<out>/latest.md`, `<out>/observability.md` (when the observed rows
+ran) and the charts. `--soak SECONDS` instead runs each gateway at a fixed request rate and
+samples its RSS every 5 s (`<out>/soak.json`, `<out>/soak.md`).
 
     python -m bench.run [--duration 10] [--reps 3] [--warmup 2] [--concurrency 1,16,64]
-                        [--transports native,sdk] [--targets direct,native,vk-memory,vk-redis]
+                        [--transports native,sdk]
+                        [--targets direct,native-bare,native,native-traced,vk-memory,vk-redis]
                         [--quick] [--soak 300] [--out bench/results]
 """
 
@@ -26,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -53,8 +57,25 @@ RSS_SAMPLE_S = 5.0
 LIMITED_ROWS = {"vk-memory": "memory", "vk-redis": "redis"}
 """Rows called with a virtual key that has limits, and where the gateway counts them."""
 LIMITED_TRANSPORT = "native"
-"""The limited rows' transport: the static-key row they are compared with is this one."""
+"""The transport of every row that is not named after one (the limited and observed rows)."""
 TRANSPORTS = ("native", "sdk")
+BARE_ROW, TRACED_ROW = "native-bare", "native-traced"
+OBSERVED_ROWS = (BARE_ROW, TRACED_ROW)
+"""Rows of the native gateway that show what the usage ledger, metrics and tracing cost: with
+the ledger and metrics off, and with traces exported too (`native` has the ledger and metrics,
+the defaults, and no tracing)."""
+BARE_SETTINGS = {"USAGE_LEDGER": "false", "METRICS_ENABLED": "false"}
+BASE_ROWS = {
+    "vk-memory": "native",
+    "vk-redis": "native",
+    "native": BARE_ROW,
+    TRACED_ROW: BARE_ROW,
+}
+"""The row each row's cost is measured against, in the same run (when both ran)."""
+ROW_ORDER = ("direct", BARE_ROW, "native", TRACED_ROW, "sdk", *LIMITED_ROWS)
+LEDGER_FILE = "ai-gateway.db"
+"""A gateway's SQLite file in its working directory (no DATABASE_URL): its usage ledger."""
+JOURNAL_DIR = "ai-gateway-journal"
 NEVER_REFUSE = {"rpm_limit": 100_000_000, "tpm_limit": 2**31 - 1, "max_parallel_requests": 100_000}
 """Limits set on every dimension, so every request is counted, and too high to ever refuse (the
 admin API takes limits up to 2**31 - 1)."""
@@ -66,8 +87,10 @@ INHERITED_SETTINGS = {
     "REDIS_PREFIX",
     "GATEWAY_ADMIN_KEYS",
     "LIMITS_FAIL_MODE",
+    *BARE_SETTINGS,
 }
-"""Settings of the environment the gateways do not inherit: each row sets its own."""
+"""Settings of the environment the gateways do not inherit (nor any `OTEL_*`): each row sets
+its own."""
 
 
 @dataclass
@@ -114,6 +137,11 @@ class Run:
     redis_prefix: str | None = None
     """The Redis row's REDIS_PREFIX: unique to this run, its keys deleted at the end."""
     notes: dict[str, Any] = field(default_factory=dict)
+    workdirs: dict[str, Path] = field(default_factory=dict)
+    """Each gateway row's working directory (its SQLite file and usage journal)."""
+    sink_port: int | None = None
+    sink_log: Path | None = None
+    """The OTLP sink of the traced row: its port, and its output (its counts at exit)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,8 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         default=None,
-        help="rows, comma-separated, of direct, native, sdk, vk-memory, vk-redis (default: "
-        "direct, the transports, and vk-memory and vk-redis when native is one of them)",
+        help="rows, comma-separated, of " + ", ".join(ROW_ORDER) + " (default: direct, the "
+        "transports, and when native is one of them native-bare, native-traced, vk-memory and "
+        "vk-redis)",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="vk-redis's Redis")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
@@ -157,16 +186,16 @@ def targets_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> lis
     if args.targets is None:
         wanted = ["direct", *args.transports]
         if LIMITED_TRANSPORT in args.transports and not args.soak:
+            wanted += list(OBSERVED_ROWS) if args.workers == 1 else []
             wanted += [r for r in LIMITED_ROWS if args.workers == 1 or r != "vk-memory"]
     else:
         wanted = [t.strip() for t in str(args.targets).split(",") if t.strip()]
-    unknown = [t for t in wanted if t not in {"direct", *TRANSPORTS, *LIMITED_ROWS}]
+    unknown = [t for t in wanted if t not in ROW_ORDER]
     if unknown:
-        parser.error(f"unknown targets {unknown}: use direct, native, sdk, vk-memory, vk-redis")
+        parser.error(f"unknown targets {unknown}: use " + ", ".join(ROW_ORDER))
     if "vk-memory" in wanted and args.workers > 1:
         parser.error("vk-memory needs one worker: several count limits only in Redis")
-    order = ["direct", *TRANSPORTS, *LIMITED_ROWS]
-    return sorted(dict.fromkeys(wanted), key=order.index)
+    return sorted(dict.fromkeys(wanted), key=ROW_ORDER.index)
 
 
 # Processes ------------------------------------------------------------------------------------
@@ -263,7 +292,11 @@ def tail(path: Path, size: int = 2000) -> str:
 
 def gateway_env(transport: str, upstream_port: int, key: str) -> dict[str, str]:
     """The environment of one gateway: real mode against the fake upstream, auth on."""
-    env = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in INHERITED_SETTINGS and not k.startswith("OTEL_")
+    }
     return env | {
         "CEREBRAS_API_KEY": "csk-bench-upstream-key",
         "CEREBRAS_BASE_URL": f"http://{HOST}:{upstream_port}",
@@ -290,6 +323,8 @@ def start_targets(run: Run, workdir: Path) -> list[Target]:
     targets = []
     if "direct" in run.args.targets:
         targets.append(Target("direct", up_port, "/v1/chat/completions", MODEL, proc=upstream))
+    if TRACED_ROW in run.args.targets:
+        start_sink(run)
     key = "sk-bench-" + secrets.token_hex(12)
     for name in run.args.targets:
         if name != "direct":
@@ -297,11 +332,31 @@ def start_targets(run: Run, workdir: Path) -> list[Target]:
     return targets
 
 
+def start_sink(run: Run) -> None:
+    """The OTLP/HTTP sink the traced row exports its spans to (stopped after the gateways)."""
+    port, log = free_port(), run.out / "logs" / "otlp-sink.log"
+    log.write_bytes(b"")
+    cmd = [sys.executable, "-m", "bench.otlp_sink", "--port", str(port)]
+    env = dict(os.environ) | {"PYTHONPATH": str(ROOT)}
+    wait_ready(start(run, cmd, log, env, ROOT), port, "/stats", log)
+    run.sink_port, run.sink_log = port, log
+
+
+def row_settings(run: Run, name: str) -> dict[str, str]:
+    """What an observed row sets on top of the native gateway's environment."""
+    if name == BARE_ROW:
+        return dict(BARE_SETTINGS)
+    if name == TRACED_ROW:
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{run.sink_port}"}
+    return {}
+
+
 def start_gateway(run: Run, name: str, upstream_port: int, key: str, workdir: Path) -> Target:
     """One gateway row in its own working directory (so its own SQLite file): a static key, or
     a virtual key with limits created through the admin API once the gateway is up."""
     limits = LIMITED_ROWS.get(name)
-    env = gateway_env(LIMITED_TRANSPORT if limits else name, upstream_port, key)
+    env = gateway_env(name if name in TRANSPORTS else LIMITED_TRANSPORT, upstream_port, key)
+    env |= row_settings(run, name)
     admin_key = "sk-bench-admin-" + secrets.token_hex(12)
     if limits:
         env["GATEWAY_ADMIN_KEYS"] = admin_key
@@ -311,6 +366,7 @@ def start_gateway(run: Run, name: str, upstream_port: int, key: str, workdir: Pa
         env |= {"REDIS_URL": run.args.redis_url, "REDIS_PREFIX": run.redis_prefix}
         env["LIMITS_FAIL_MODE"] = "closed"
     workdir.mkdir(parents=True, exist_ok=True)
+    run.workdirs[name] = workdir
     port, log = free_port(), run.out / "logs" / f"gateway-{name}.log"
     log.write_bytes(b"")
     cmd = [str(Path(sys.executable).with_name("ai-gateway")), "serve", "--host", HOST]
@@ -610,8 +666,8 @@ def run_matrix(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Medians over repetitions; deltas against `direct` in the same case, and a limited row's
-    against the static-key row of its transport."""
+    """Medians over repetitions; deltas against `direct` in the same case, and each row's cost
+    against its base row (BASE_ROWS) in the same case."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["case"], row["target"]), []).append(row)
@@ -643,17 +699,18 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if base is not None and entry["target"] != "direct":
             entry["d_p50"] = round(entry["p50"] - base["p50"], 3)
             entry["d_p99"] = round(entry["p99"] - base["p99"], 3)
-    static = {s["case"]: s for s in summary if s["target"] == LIMITED_TRANSPORT}
+    by_row = {(s["case"], s["target"]): s for s in summary}
     for entry in summary:
-        base = static.get(entry["case"])
-        if base is not None and entry["target"] in LIMITED_ROWS:
+        base = by_row.get((entry["case"], BASE_ROWS.get(entry["target"], "")))
+        if base is not None:
             entry |= cost_against(entry, base)
     return summary
 
 
 def cost_against(entry: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    """A limited row's cost against the static-key row: throughput change in %, latency and
-    CPU per request changes."""
+    """A row's cost against its base row (`base_target`: the static-key row for a limited row,
+    `native-bare` for an observed one): throughput change in %, latency and CPU per request
+    changes (the `_static` keys are against `base_target`, whichever it is)."""
     return {
         "base_target": base["target"],
         "rps_change_pct": round((entry["rps"] / base["rps"] - 1) * 100, 2) if base["rps"] else None,
@@ -745,6 +802,48 @@ def git_commit() -> str:
     return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in src/" if dirty else "")
 
 
+def ledger_rows(database: Path) -> int | None:
+    """Rows in a gateway's `usage_ledger` table (None: no SQLite file, or no such table)."""
+    if not database.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT count(*) FROM usage_ledger").fetchone()[0])
+    except sqlite3.Error:
+        return None
+
+
+def ledger_note(run: Run) -> dict[str, dict[str, int | None]]:
+    """Each gateway row's usage ledger once it has stopped: the rows stored in its table and
+    the bytes left in its journal (None: no journal directory): whether the ledger was on."""
+    found: dict[str, dict[str, int | None]] = {}
+    for name, workdir in run.workdirs.items():
+        journal = workdir / JOURNAL_DIR
+        left = None
+        if journal.is_dir():
+            left = sum(p.stat().st_size for p in journal.rglob("*") if p.is_file())
+        found[name] = {"ledger_rows": ledger_rows(workdir / LEDGER_FILE), "journal_bytes": left}
+    return found
+
+
+def sink_note(log: Path) -> dict[str, Any] | None:
+    """The OTLP sink's counts, as it printed them when it stopped (None: no such line)."""
+    for line in reversed(tail(log).splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                counts: dict[str, Any] = json.loads(line)
+                return counts
+    return None
+
+
+def note_after_stop(run: Run) -> None:
+    """What the stopped processes left: the ledgers' rows, the spans the sink received."""
+    with contextlib.suppress(OSError):
+        run.notes["ledger"] = ledger_note(run)
+    if run.sink_log is not None:
+        run.notes["otlp_sink"] = sink_note(run.sink_log)
+
+
 @contextlib.contextmanager
 def stopped_on_exit(run: Run) -> Iterator[None]:
     """Stop every process this run started, whatever happens (SIGTERM included)."""
@@ -752,8 +851,9 @@ def stopped_on_exit(run: Run) -> Iterator[None]:
     try:
         yield
     finally:
-        for proc in reversed(run.procs):
+        for proc in reversed(run.procs):  # the gateways first: they flush their spans
             stop(proc)
+        note_after_stop(run)
         if run.redis_prefix is not None:
             try:
                 deleted = delete_prefix(run.args.redis_url, run.redis_prefix)
@@ -768,6 +868,12 @@ def stopped_on_exit(run: Run) -> Iterator[None]:
 def limits_chart_path(chart: Path) -> Path:
     """Where the limited rows' chart goes: beside the main chart (docs/benchmark-limits.png)."""
     return chart.with_name(f"{chart.stem}-limits{chart.suffix}")
+
+
+def observability_chart_path(chart: Path) -> Path:
+    """Where the observed rows' chart goes: beside the main chart
+    (docs/benchmark-observability.png)."""
+    return chart.with_name(f"{chart.stem}-observability{chart.suffix}")
 
 
 def drop_unreachable_redis(args: argparse.Namespace, meta: dict[str, Any]) -> None:
@@ -809,6 +915,8 @@ def main(argv: list[str] | None = None) -> None:
                 run.bodies[f"{kind}-{model}"] = path
         targets = start_targets(run, Path(workdir))
         meta["redis_prefix"] = run.redis_prefix
+        settings = {name: row_settings(run, name) for name in args.targets}
+        meta["row_settings"] = {name: env for name, env in settings.items() if env}
         meta["checks"] = {t.name: check_target(t) for t in targets}
         if args.soak:
             soak = [soak_one(t, args) for t in targets if t.name != "direct"]
@@ -834,11 +942,14 @@ def main(argv: list[str] | None = None) -> None:
     if report.limited_rows(result):
         charts.append(limits_chart_path(args.chart))
         report.limits_chart(result, charts[-1])
+    written = [args.out / "latest.json", args.out / "latest.md"]
+    if report.observed_rows(result):
+        written.append(args.out / "observability.md")
+        write(written[-1], report.observability_markdown(result))
+        charts.append(observability_chart_path(args.chart))
+        report.observability_chart(result, charts[-1])
     print(markdown)
-    print(
-        f"wrote {args.out / 'latest.json'}, {args.out / 'latest.md'}, "
-        + ", ".join(map(str, charts))
-    )
+    print("wrote " + ", ".join(map(str, written + charts)))
 
 
 def write(path: Path, text: str) -> None:

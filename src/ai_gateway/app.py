@@ -8,6 +8,7 @@ from ai_gateway.api.admin import AdminApi
 from ai_gateway.api.dispatch import Gateway
 from ai_gateway.api.openapi import build_document
 from ai_gateway.api.routes import Endpoints, Routes
+from ai_gateway.budgets.gate import budget_gate
 from ai_gateway.config.constants import USAGE_JOURNAL_SEGMENT_BYTES
 from ai_gateway.config.file import GatewayConfig
 from ai_gateway.config.loader import load_config
@@ -23,12 +24,15 @@ from ai_gateway.limits.limiter import Limiter
 from ai_gateway.limits.memory import MemoryLimiter
 from ai_gateway.limits.redis_store import RedisLimiter, redis_client
 from ai_gateway.limits.unshared import UnsharedLimiter
+from ai_gateway.observability.setup import build_observability
 from ai_gateway.providers.registry import Registry, build_registry
 from ai_gateway.routing.table import build_router
 from ai_gateway.runtime import Runtime
+from ai_gateway.ui.page import page_routes
 from ai_gateway.usage.journal import Journal
 from ai_gateway.usage.ledger import Ledger
 from ai_gateway.usage.prices import price_table
+from ai_gateway.usage.report import UsageReport
 from ai_gateway.usage.shipper import Shipper
 
 __all__ = ["create_app"]
@@ -108,21 +112,23 @@ def create_app(
     )
     client = shared_redis(settings)
     journal = build_journal(settings)
+    prices = price_table(config)
     ledger = Ledger(
-        journal,
-        prices=price_table(config),
+        journal if settings.usage_ledger else None,
+        prices=prices,
         default_completion_tokens=settings.default_completion_tokens,
     )
     shipper = Shipper(journal, engine, interval_s=settings.usage_ship_interval_s)
     admission = Admission(
         build_limiter(settings, client),
         default_completion_tokens=settings.default_completion_tokens,
+        budgets=budget_gate(settings, client, engine, prices),
     )
     runtime = Runtime(
         engine=engine,
         directory=directory,
         admission=admission,
-        shipper=shipper,
+        shipper=shipper if settings.usage_ledger else None,
         redis_client=client,
         redis_prefix=settings.redis_prefix,
         refresh_s=settings.key_cache_refresh_s,
@@ -136,14 +142,25 @@ def create_app(
         send_timeout_s=settings.stream_send_timeout_s,
         openapi=build_document(),
     )
-    admin = AdminApi(KeyAdmin(repository, runtime.announce)) if admin_keys else None
+    admin = (
+        AdminApi(KeyAdmin(repository, runtime.announce, admission.budgets), UsageReport(engine))
+        if admin_keys
+        else None
+    )
+    observability = build_observability(settings, router, lag=shipper)
     return Gateway(
-        Routes(endpoints, admin),
+        Routes(
+            endpoints,
+            admin,
+            page_routes() if admin_keys else None,
+            metrics=observability.metrics_endpoint,
+        ),
         keys=directory,
         admin_keys=admin_keys,
         registry=registry,
         max_request_bytes=settings.max_request_bytes,
         ledger=ledger,
+        observers=observability.observers,
         on_startup=runtime.start,
         on_shutdown=runtime.stop,
     )

@@ -34,9 +34,12 @@ from ai_gateway.keys.commands import COMMANDS as ADMIN_COMMANDS
 from ai_gateway.keys.commands import add_commands, run_command
 from ai_gateway.keys.sql import KeyRepository
 from ai_gateway.logs import configure_logging
+from ai_gateway.observability.workers import shared_metrics_directory
 from ai_gateway.providers.registry import build_registry
 from ai_gateway.routing.router import Router
 from ai_gateway.routing.table import build_router, render_table
+from ai_gateway.usage.commands import COMMAND as USAGE_COMMAND
+from ai_gateway.usage.commands import add_usage_command, run_usage
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +82,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     check.add_argument("--config", help="the config file (default: AI_GATEWAY_CONFIG)")
     add_commands(commands)
+    add_usage_command(commands)
     return parser.parse_args(argv)
 
 
@@ -193,11 +197,12 @@ def serve(args: argparse.Namespace) -> None:
     key = development_key(settings)
     if key is not None:
         settings = settings.model_copy(update={"gateway_api_keys": (SecretStr(key),)})
-    config = server_config(settings, args)
-    sock = config.bind_socket()  # a port in use exits here (code 3), before the key is shown
-    if key is not None:
-        print_development_key(key)
-    run_server(config, sock)
+    with shared_metrics_directory(args.workers):  # several workers: one /metrics over them all
+        config = server_config(settings, args)
+        sock = config.bind_socket()  # a port in use exits here (code 3), before the key is shown
+        if key is not None:
+            print_development_key(key)
+        run_server(config, sock)
 
 
 def resolve_routing(settings: Settings) -> Router:
@@ -228,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command in ADMIN_COMMANDS:
             run_command(args)
+        elif args.command == USAGE_COMMAND:
+            run_usage(args)
         elif args.command == "check-config":
             check_config(args)
         else:

@@ -30,7 +30,7 @@ class Runtime:
         engine: AsyncEngine,
         directory: KeyDirectory,
         admission: Admission,
-        shipper: Shipper,
+        shipper: Shipper | None,
         redis_client: "redis.asyncio.Redis | None",
         redis_prefix: str,
         refresh_s: float,
@@ -51,7 +51,8 @@ class Runtime:
         await ensure_schema(self.engine)
         await self.directory.reload()
         self._tasks.append(asyncio.create_task(self.directory.keep_fresh(self.refresh_s)))
-        self._tasks.append(asyncio.create_task(self.shipper.run()))
+        if self.shipper is not None:
+            self._tasks.append(asyncio.create_task(self.shipper.run()))
         if self.redis is not None:
             changes = subscribe(self.redis, self.redis_prefix, on_reconnect=self.directory.reload)
             self._tasks.append(asyncio.create_task(self.directory.follow(changes)))
@@ -72,6 +73,8 @@ class Runtime:
     async def ship_last(self) -> None:
         """Ship what the journal still holds and release it (what cannot be shipped now is
         shipped at the next start)."""
+        if self.shipper is None:
+            return
         try:
             await self.shipper.ship_own()
         except Exception as exc:

@@ -50,7 +50,7 @@ async def test_upgrade_builds_the_declared_schema_from_empty(empty: AsyncEngine)
 
     await upgrade(empty)
 
-    assert await current_revision(empty) == head() == "0002"
+    assert await current_revision(empty) == head() == "0003"
     async with empty.connect() as db:
         assert await db.run_sync(table_names) == [
             "ai_gateway_alembic_version",
@@ -82,7 +82,7 @@ async def test_an_empty_postgresql_is_refused_with_the_command_to_run() -> None:
             await ensure_schema(engine, is_sqlite=False)
 
         assert caught.value.message == (
-            "The database schema is behind (revision none, this gateway needs 0002): run "
+            "The database schema is behind (revision none, this gateway needs 0003): run "
             "`ai-gateway db upgrade` with the same DATABASE_URL, then start the gateway."
         )
         assert await current_revision(engine) is None

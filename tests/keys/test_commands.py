@@ -128,6 +128,7 @@ def test_a_new_key_is_printed_once_with_its_secret(capsys: pytest.CaptureFixture
         "rpm_limit": "5",
         "tpm_limit": "-",
         "max_parallel_requests": "-",
+        "budget": "-",
         "expires_at": "2031-01-02T00:00:00Z",
         "disabled": "no",
         "metadata": '{"owner":"ci"}',
@@ -151,11 +152,11 @@ def test_keys_list_as_an_aligned_table(capsys: pytest.CaptureFixture[str]) -> No
     assert header.split("  ")[0].rstrip() == "ID".ljust(len(key["id"])).rstrip()
     assert header.split() == [
         *("ID", "NAME", "TEAM", "PREFIX", "MODELS", "RPM", "TPM", "PARALLEL"),
-        *("EXPIRES", "DISABLED", "LAST", "USED"),
+        *("BUDGET", "EXPIRES", "DISABLED", "LAST", "USED"),
     ]
     assert row.split() == [
         *(key["id"], "ci", "-", key["key_prefix"], "all", "-", "-", "2"),
-        *("-", "no", "-"),
+        *("-", "-", "no", "-"),
     ]
     assert header.index("NAME") == row.index("ci")
 
@@ -253,9 +254,9 @@ def test_teams_are_administered(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert disabled["disabled"] is True
     assert listed.splitlines()[0].split() == [
-        *("ID", "NAME", "RPM", "TPM", "PARALLEL", "DISABLED", "CREATED")
+        *("ID", "NAME", "RPM", "TPM", "PARALLEL", "BUDGET", "DISABLED", "CREATED")
     ]
-    assert listed.splitlines()[1].split()[:6] == [team["id"], "platform", "-", "-", "-", "yes"]
+    assert listed.splitlines()[1].split()[:7] == [team["id"], "platform", "-", "-", "-", "-", "yes"]
     assert (code, err) == (
         1,
         f"ai-gateway: error: Team {team['id']} still has keys: delete them or move them to "

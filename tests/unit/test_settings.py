@@ -475,7 +475,9 @@ def test_every_setting_is_read_from_the_variable_the_tests_clean(
     monkeypatch: pytest.MonkeyPatch, field: str
 ) -> None:
     variable = variable_name(field)
-    monkeypatch.setenv(variable, "1" if Settings.model_fields[field].annotation is bool else "999")
+    info = Settings.model_fields[field]
+    flipped = "0" if info.default is True else "1"  # a switch is set against its default
+    monkeypatch.setenv(variable, flipped if info.annotation is bool else "999")
 
     try:
         changed = getattr(settings_from(), field) != Settings.model_fields[field].default

@@ -177,3 +177,14 @@ async def test_a_stream_the_caller_leaves_is_entered_once_as_closed_by_the_clien
 
     assert len(rows) == 1
     assert rows[0]["is_stream"] is True
+
+
+async def test_with_the_ledger_off_nothing_is_journaled_or_stored(tmp_path: Path) -> None:
+    settings = ledger_settings(tmp_path, usage_ledger=False)
+    provider = FakeProvider()
+    async with started_app(settings, Registry({provider.name: provider})) as http:
+        answer = await http.post("/v1/chat/completions", json=body())
+    assert answer.status_code == 200
+
+    assert await ledger_rows(f"sqlite:///{tmp_path / 'gateway.db'}") == []
+    assert not (tmp_path / "journal").exists()

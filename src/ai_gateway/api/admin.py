@@ -1,4 +1,5 @@
-"""AdminApi: the `/admin/v1/` endpoints for keys and teams, over KeyAdmin."""
+"""AdminApi: the `/admin/v1/` endpoints for keys and teams, over KeyAdmin, and for usage
+reports, over UsageReport."""
 
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -33,6 +34,7 @@ from ai_gateway.keys.views import (
     page_view,
     team_view,
 )
+from ai_gateway.usage.report import UsageReport, record_query, usage_query
 
 log = structlog.get_logger(__name__)
 
@@ -77,10 +79,26 @@ def issued(key: IssuedKey, *, is_new: bool) -> Response:
     return created(view, is_secret=True) if is_new else json_response(view, SECRET_HEADERS)
 
 
+class UsageHandlers:
+    """`GET /admin/v1/usage` and `GET /admin/v1/usage/requests`, over UsageReport."""
+
+    def __init__(self, report: UsageReport) -> None:
+        self.report = report
+
+    async def summary(self, call: Call) -> Response:
+        """GET /admin/v1/usage?by=&since=&limit=."""
+        return json_response(await self.report.summary(usage_query(query_of(call))))
+
+    async def records(self, call: Call) -> Response:
+        """GET /admin/v1/usage/requests?since=&limit=&after=&key_id=&team=&model=&status=
+        &outcome=."""
+        return json_response(await self.report.records(record_query(query_of(call))))
+
+
 class AdminApi:
     """Method and path under `/admin/v1/` -> endpoint; every endpoint takes an admin key."""
 
-    def __init__(self, admin: KeyAdmin) -> None:
+    def __init__(self, admin: KeyAdmin, report: UsageReport | None = None) -> None:
         self.admin = admin
         self.collections: dict[str, dict[str, Endpoint]] = {
             "keys": {
@@ -107,6 +125,10 @@ class AdminApi:
             },
             ("teams", "disable"): {"POST": (self.disable_team, False)},
         }
+        if report is not None:
+            usage = UsageHandlers(report)
+            self.collections["usage"] = {"GET": self.endpoint(usage.summary)}
+            self.collections["usage/requests"] = {"GET": self.endpoint(usage.records)}
 
     @staticmethod
     def endpoint(handle: Handler, *, reads_body: bool = False) -> Endpoint:
@@ -135,8 +157,9 @@ class AdminApi:
         HEAD is served wherever GET is)."""
         parts = path.removeprefix(ADMIN_PREFIX).removesuffix("/").split("/")
         method = "GET" if method == "HEAD" else method
-        if len(parts) == 1 and parts[0] in self.collections:
-            methods = self.collections[parts[0]]
+        collection = "/".join(parts)
+        if collection in self.collections:
+            methods = self.collections[collection]
             if method not in methods:
                 not_allowed(set(methods))
             return methods[method]

@@ -22,6 +22,7 @@ from ai_gateway.config.constants import (
     DEPLOYMENT_HEADER,
     DEPLOYMENTS_HEALTH_PATH,
     HEALTH_PATH,
+    METRICS_PATH,
     MOCK_HEADER,
     MODELS_PATH,
     OPENAPI_PATH,
@@ -206,9 +207,9 @@ class Endpoints:
         )
         if record.caller is not None:
             try:
-                record.ticket = await self.admission.admit(record.caller, body)
+                record.ticket = await self.admission.admit(record.caller, body, route)
             except RateLimited:
-                self.ledger.reject(record)
+                self.ledger.reject(record, route, body)
                 raise
         self.ledger.reserve(record, route, body)
         return await complete(router, route, body, record, send_timeout_s=self.send_timeout_s)
@@ -312,7 +313,16 @@ class Routes:
     A trailing slash names the same route (no redirect); HEAD is served wherever GET is.
     """
 
-    def __init__(self, endpoints: Endpoints, admin: AdminRoutes | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        admin: AdminRoutes | None = None,
+        pages: Table | None = None,
+        *,
+        metrics: Endpoint | None = None,
+    ) -> None:
+        """`pages`: public static paths served as they are (the usage page, ui/page.py);
+        `metrics`: the Prometheus exposition (observability/exposition.py)."""
         self.endpoints = endpoints
         self.admin = admin
         chat = Endpoint(endpoints.chat_completions, reads_body=True)
@@ -324,6 +334,8 @@ class Routes:
             HEALTH_PATH: {"GET": Endpoint(endpoints.health, access=Access.PUBLIC)},
             READY_PATH: {"GET": Endpoint(endpoints.readiness, access=Access.PUBLIC)},
             OPENAPI_PATH: {"GET": Endpoint(endpoints.openapi_document, access=Access.PUBLIC)},
+            **(pages or {}),
+            **({METRICS_PATH: {"GET": metrics}} if metrics is not None else {}),
         }
         self.provider_paths: Table = {
             CHAT_COMPLETIONS_PATH: {"POST": chat},

@@ -11,6 +11,7 @@ HEALTH_PATH: Final = "/healthz"
 READY_PATH: Final = "/readyz"
 OPENAPI_PATH: Final = "/openapi.json"
 DEPLOYMENTS_HEALTH_PATH: Final = "/v1/deployments/health"
+METRICS_PATH: Final = "/metrics"
 
 REQUEST_ID_HEADER: Final = "x-request-id"
 SERVER_TIMING_HEADER: Final = "server-timing"
@@ -41,11 +42,16 @@ DEFAULT_REDIS_TIMEOUT_S: Final = 0.5
 DEFAULT_KEY_CACHE_REFRESH_S: Final = 10.0
 DEFAULT_KEY_NEGATIVE_TTL_S: Final = 5.0
 DEFAULT_COMPLETION_TOKENS_ESTIMATE: Final = 1024
+DEFAULT_BUDGET_SOFT_THRESHOLD: Final = 0.8
 ADMIN_PREFIX: Final = "/admin/v1/"
 DEFAULT_USAGE_JOURNAL_DIR: Final = "ai-gateway-journal"
 DEFAULT_USAGE_JOURNAL_MAX_BYTES: Final = 1024 * 1024 * 1024
 USAGE_JOURNAL_SEGMENT_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_USAGE_SHIP_INTERVAL_S: Final = 0.5
+
+DEFAULT_OTEL_SERVICE_NAME: Final = "ai-gateway"
+# Route, deployment and model names a metric label takes beyond the config's, once they succeed.
+METRICS_MAX_LEARNED_NAMES: Final = 100
 
 DEV_KEY_PREFIX: Final = "sk-gw-dev-"
 MAX_REQUEST_ID_LENGTH: Final = 128

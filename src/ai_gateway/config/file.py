@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from ai_gateway.config.constants import CEREBRAS
+from ai_gateway.providers.specs import SPECS
 from ai_gateway.schemas import ChatCompletionRequest
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -208,6 +210,24 @@ class AliasConfig(FileModel):
         return self
 
 
+MAX_PRICE_USD = 100_000.0
+"""USD per 1M tokens: far above any list price (the dearest are a few hundred), so that a
+misplaced digit or a unit mix-up is refused at start-up instead of billed."""
+PriceValue = Annotated[float, Field(ge=0, le=MAX_PRICE_USD, allow_inf_nan=False)]
+
+
+class PriceConfig(FileModel):
+    """One model's price in USD per 1M tokens: prompt (`input`), completion (`output`) and, when
+    the vendor discounts them, cached prompt tokens (`cached_input`)."""
+
+    input: PriceValue
+    output: PriceValue
+    cached_input: PriceValue | None = None
+
+
+ModelPrices = dict[Annotated[str, Field(min_length=1, max_length=256)], PriceConfig]
+
+
 class GatewayConfig(FileModel):
     """The whole file. Every section is optional; an empty file changes nothing."""
 
@@ -216,3 +236,17 @@ class GatewayConfig(FileModel):
         Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")], AliasConfig
     ] = {}
     routing: RoutingConfig = RoutingConfig()
+    prices: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelPrices] = {}
+    """Per provider (a shipped vendor, `cerebras` or a provider of this file), per upstream
+    model id: prices that replace the shipped ones (usage/prices.py)."""
+
+    @model_validator(mode="after")
+    def _priced_providers_exist(self) -> "GatewayConfig":
+        known = {CEREBRAS, *(spec.name for spec in SPECS), *self.providers}
+        for name in self.prices:
+            if name not in known:
+                raise ValueError(
+                    f"prices.{name}: no provider is named '{name}' (prices are set per "
+                    "provider: cerebras, a shipped vendor, or a provider of `providers:`)"
+                )
+        return self

@@ -76,10 +76,28 @@ class Settings(BaseSettings):
     default_completion_tokens: int = Field(
         default=constants.DEFAULT_COMPLETION_TOKENS_ESTIMATE, gt=0
     )
+    budget_soft_threshold: float = Field(
+        default=constants.DEFAULT_BUDGET_SOFT_THRESHOLD, gt=0, le=1
+    )
+    """The share of a budget whose crossing is logged (and counted) once per period."""
     usage_journal_dir: Path = Path(constants.DEFAULT_USAGE_JOURNAL_DIR)
     usage_journal_fsync: bool = False
     usage_journal_max_bytes: int = Field(default=constants.DEFAULT_USAGE_JOURNAL_MAX_BYTES, ge=0)
     usage_ship_interval_s: float = Field(default=constants.DEFAULT_USAGE_SHIP_INTERVAL_S, gt=0)
+    metrics_enabled: bool = True
+    """Off: no request metrics are kept and /metrics is a 404 (for comparison runs)."""
+    usage_ledger: bool = True
+    """Off: nothing is journaled or shipped (costs are still priced for budgets)."""
+    metrics_require_admin: bool = False
+    """GET /metrics takes an admin key (GATEWAY_ADMIN_KEYS) instead of being public."""
+    metrics_key_labels: bool = False
+    """Request and cost metrics carry a `key_id` label (one series per key)."""
+    otel_exporter_otlp_endpoint: str | None = None
+    """Traces are exported (OTLP over HTTP/protobuf) when this or the traces endpoint is set."""
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str = constants.DEFAULT_OTEL_SERVICE_NAME
+    otel_instrumentation_genai_capture_message_content: bool = False
+    """Spans carry prompt and completion text."""
     ai_gateway_workers: int = Field(default=1, gt=0)
     """Set by `ai-gateway serve --workers N` for its worker processes."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

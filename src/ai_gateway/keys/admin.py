@@ -1,15 +1,16 @@
 """KeyAdmin: what an administrator does with keys and teams (the admin API and the CLI),
-each committed change announced so every gateway's key directory follows at once."""
+each committed change announced so every gateway's key directory follows at once; a key or team
+with a budget is shown with its current period's spend."""
 
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ai_gateway.errors import NotFound
-from ai_gateway.keys.caller import Limits, Scope
+from ai_gateway.keys.caller import Budget, Limits, Period, Scope, Subject
 from ai_gateway.keys.payloads import (
     KeyCreate,
     KeyQuery,
@@ -19,12 +20,21 @@ from ai_gateway.keys.payloads import (
     TeamCreate,
     TeamUpdate,
 )
-from ai_gateway.keys.records import Change, KeyRecord, TeamRecord
+from ai_gateway.keys.records import Change, KeyRecord, Spend, TeamRecord
 from ai_gateway.keys.secret import digest, display_prefix, new_secret
 from ai_gateway.keys.sql import KeyRepository
 from ai_gateway.keys.views import Page
 
 Notify = Callable[[Change], Awaitable[None]]
+Shown = TypeVar("Shown", KeyRecord, TeamRecord)
+
+
+class SpendReader(Protocol):
+    """Where a budget's spend is read (the gateway's budget store, or the usage ledger)."""
+
+    async def spend(self, subject: Subject) -> Spend:
+        """The current period's spend of a subject that has a budget."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,21 +73,41 @@ def limits_of(request: KeyCreate | TeamCreate) -> Limits:
     )
 
 
+def budget_of(request: KeyCreate | TeamCreate) -> Budget | None:
+    """The request's budget (per month unless it names a period)."""
+    if request.budget_usd is None:
+        return None
+    return Budget(request.budget_usd, Period(request.budget_period or Period.MONTH))
+
+
 def changed_columns(request: KeyUpdate | TeamUpdate) -> dict[str, Any]:
     """The fields an update names, as columns (their names are the same); null metadata is
-    empty metadata."""
+    empty metadata; a budget cleared loses its period too, unless the update sets one."""
     values = request.model_dump(exclude_unset=True)
     if "metadata" in values and values["metadata"] is None:
         values["metadata"] = {}
+    if "budget_usd" in values and values["budget_usd"] is None:
+        values.setdefault("budget_period", None)
     return values
 
 
 class KeyAdmin:
     """Create, list, show, update, disable, rotate and delete keys and teams."""
 
-    def __init__(self, repository: KeyRepository, notify: Notify) -> None:
+    def __init__(
+        self, repository: KeyRepository, notify: Notify, spend: SpendReader | None = None
+    ) -> None:
         self.repository = repository
         self.notify = notify
+        self.spend = spend
+
+    async def shown(self, record: Shown) -> Shown:
+        """The record with its budget's current spend, when it has a budget and a reader."""
+        if record.budget is None or self.spend is None:
+            return record
+        scope = Scope.KEY if isinstance(record, KeyRecord) else Scope.TEAM
+        subject = Subject(scope, record.id, record.limits, record.budget)
+        return replace(record, spend=await self.spend.spend(subject))
 
     async def create_key(self, request: KeyCreate) -> IssuedKey:
         """A new key; its secret is returned here and never again."""
@@ -91,6 +121,7 @@ class KeyAdmin:
             team_id=team_id,
             models=None if request.models is None else tuple(request.models),
             limits=limits_of(request),
+            budget=budget_of(request),
             expires_at=request.expires_at,
             metadata=request.metadata or {},
             created_at=moment,
@@ -98,7 +129,7 @@ class KeyAdmin:
         )
         await self.repository.add_key(record)
         await self.notify(Change(Scope.KEY, record.id))
-        return IssuedKey(record, secret)
+        return IssuedKey(await self.shown(record), secret)
 
     async def list_keys(self, query: KeyQuery) -> Page[KeyRecord]:
         """A page of keys in creation order, maybe only one team's."""
@@ -106,14 +137,15 @@ class KeyAdmin:
         found = await self.repository.keys(
             limit=query.limit + 1, after=query.after, team_id=team_id
         )
-        return Page(found[: query.limit], has_more=len(found) > query.limit)
+        items = [await self.shown(record) for record in found[: query.limit]]
+        return Page(items, has_more=len(found) > query.limit)
 
     async def key(self, key_id: str) -> KeyRecord:
         """The key with this id."""
         record = await self.repository.key(key_id)
         if record is None:
             raise key_not_found(key_id)
-        return record
+        return await self.shown(record)
 
     async def update_key(self, key_id: str, request: KeyUpdate) -> KeyRecord:
         """Apply the fields the update names."""
@@ -141,7 +173,7 @@ class KeyAdmin:
         if record is None:
             raise key_not_found(key_id)
         await self.notify(Change(Scope.KEY, key_id))
-        return IssuedKey(record, secret)
+        return IssuedKey(await self.shown(record), secret)
 
     async def delete_key(self, key_id: str) -> None:
         """Delete the key; its secret stops working."""
@@ -156,7 +188,7 @@ class KeyAdmin:
         if record is None:
             raise key_not_found(key_id)
         await self.notify(Change(Scope.KEY, key_id))
-        return record
+        return await self.shown(record)
 
     async def _team_id(self, reference: str | None) -> str | None:
         """The id of the team a request names by id or by name."""
@@ -176,24 +208,26 @@ class KeyAdmin:
             id=new_id("team"),
             name=request.name,
             limits=limits_of(request),
+            budget=budget_of(request),
             metadata=request.metadata or {},
             created_at=moment,
             updated_at=moment,
         )
         await self.repository.add_team(record)
-        return record
+        return await self.shown(record)
 
     async def list_teams(self, query: PageQuery) -> Page[TeamRecord]:
         """A page of teams in creation order."""
         found = await self.repository.teams(limit=query.limit + 1, after=query.after)
-        return Page(found[: query.limit], has_more=len(found) > query.limit)
+        items = [await self.shown(record) for record in found[: query.limit]]
+        return Page(items, has_more=len(found) > query.limit)
 
     async def team(self, team_id: str) -> TeamRecord:
         """The team with this id."""
         record = await self.repository.team(team_id)
         if record is None:
             raise team_not_found(team_id)
-        return record
+        return await self.shown(record)
 
     async def update_team(self, team_id: str, request: TeamUpdate) -> TeamRecord:
         """Apply the fields the update names; every key of the team follows."""
@@ -216,4 +250,4 @@ class KeyAdmin:
         if record is None:
             raise team_not_found(team_id)
         await self.notify(Change(Scope.TEAM, team_id))
-        return record
+        return await self.shown(record)

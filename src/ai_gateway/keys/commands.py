@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
 from ai_gateway.app import shared_redis
+from ai_gateway.budgets.ledger_spend import LedgerSpend
 from ai_gateway.config.settings import Settings, load_settings
 from ai_gateway.db.engine import create_engine, database_url, failure_reason
 from ai_gateway.db.migrations import ensure_schema, head, upgrade
@@ -50,8 +51,11 @@ LIMIT_OPTIONS: Final = (
     ("--tpm", "tpm_limit", "tokens per minute"),
     ("--parallel", "max_parallel_requests", "requests in flight"),
 )
+PERIODS: Final = ("day", "week", "month", "total")
 FLAGS: Final = {
     **{field: flag for flag, field, _ in LIMIT_OPTIONS},
+    "budget_usd": "--budget-usd",
+    "budget_period": "--budget-period",
     "expires_at": "--expires-at",
     "grace_period_s": "--grace-period",
 }
@@ -69,6 +73,16 @@ def limit_value(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number or 'none'") from None
+
+
+def budget_value(text: str) -> float | None:
+    """`--budget-usd 25.50`, or `--budget-usd none` to remove the budget."""
+    if text.strip().lower() in NONE_WORDS:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an amount in USD or 'none'") from None
 
 
 def optional_text(text: str) -> str | None:
@@ -90,7 +104,7 @@ def json_value(text: str) -> object:
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
-    """The three limits and metadata, shared by keys and teams."""
+    """The three limits, the budget and metadata, shared by keys and teams."""
     for flag, field, meaning in LIMIT_OPTIONS:
         parser.add_argument(
             flag,
@@ -100,6 +114,21 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
             metavar="N|none",
             help=meaning,
         )
+    parser.add_argument(
+        "--budget-usd",
+        dest="budget_usd",
+        type=budget_value,
+        default=argparse.SUPPRESS,
+        metavar="USD|none",
+        help="spending cap per budget period (none removes it)",
+    )
+    parser.add_argument(
+        "--budget-period",
+        dest="budget_period",
+        choices=PERIODS,
+        default=argparse.SUPPRESS,
+        help="what the budget covers, in UTC (default month)",
+    )
     parser.add_argument(
         "--metadata", type=json_value, default=argparse.SUPPRESS, help="a JSON object"
     )
@@ -292,7 +321,8 @@ async def execute(args: argparse.Namespace, settings: Settings) -> View | str:
             return f"Database {where}: schema at revision {head()}."
         await ensure_schema(engine)
         async with announcer(settings) as notify:
-            admin = KeyAdmin(KeyRepository(engine), notify)
+            spend = LedgerSpend(engine, soft_threshold=settings.budget_soft_threshold)
+            admin = KeyAdmin(KeyRepository(engine), notify, spend)
             action = key_action if args.command == "keys" else team_action
             return await action(admin, args)
     finally:

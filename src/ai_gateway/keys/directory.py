@@ -90,13 +90,13 @@ def timestamp(moment: datetime | None) -> float | None:
 
 
 def caller_of(membership: Membership) -> Caller:
-    """The Caller a stored key stands for: its limits and its team's."""
+    """The Caller a stored key stands for: its limits and budget, and its team's."""
     key, team = membership.key, membership.team
     subjects = []
-    if key.limits.is_limited:
-        subjects.append(Subject(Scope.KEY, key.id, key.limits))
-    if team is not None and team.limits.is_limited:
-        subjects.append(Subject(Scope.TEAM, team.id, team.limits))
+    if key.limits.is_limited or key.budget is not None:
+        subjects.append(Subject(Scope.KEY, key.id, key.limits, key.budget))
+    if team is not None and (team.limits.is_limited or team.budget is not None):
+        subjects.append(Subject(Scope.TEAM, team.id, team.limits, team.budget))
     models = None if key.models is None else frozenset(key.models)
     return Caller(key_id=key.id, team=key.team_id, models=models, subjects=tuple(subjects))
 

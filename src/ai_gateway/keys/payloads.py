@@ -2,7 +2,7 @@
 validation errors as 400s naming the field."""
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -13,6 +13,8 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -21,6 +23,9 @@ from ai_gateway.keys.tables import ID_LENGTH, NAME_LENGTH
 
 MAX_LIMIT: Final = 2**31 - 1
 """The limit columns are 32-bit integers."""
+MAX_BUDGET_USD: Final = 1_000_000.0
+"""Budgets are counted in integer nano-USD, exact in Lua's doubles up to about 9 million USD:
+room for a budget at this bound and what overshoots it."""
 MAX_METADATA_BYTES: Final = 16 * 1024
 MAX_METADATA_DEPTH: Final = 16
 MAX_MODELS: Final = 1_000
@@ -99,6 +104,8 @@ Reference = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_LENGTH)
 ]
 Limit = Annotated[int, Field(gt=0, le=MAX_LIMIT)]
+BudgetAmount = Annotated[float, Field(gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False)]
+BudgetPeriod = Literal["day", "week", "month", "total"]
 Metadata = Annotated[dict[str, Any], AfterValidator(bounded_metadata)]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=NAME_LENGTH)]
 Models = Annotated[list[ModelName], Field(max_length=MAX_MODELS), AfterValidator(distinct)]
@@ -112,14 +119,25 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def needs_amount(period: str | None, info: ValidationInfo) -> str | None:
+    """A new key's or team's `budget_period` comes with its `budget_usd`."""
+    if period is not None and info.data.get("budget_usd") is None:
+        raise ValueError("needs 'budget_usd' (the amount to spend per period)")
+    return period
+
+
 class TeamCreate(Payload):
-    """A new team."""
+    """A new team; a budget without `budget_period` is per month."""
 
     name: Name
     rpm_limit: Limit | None = None
     tpm_limit: Limit | None = None
     max_parallel_requests: Limit | None = None
+    budget_usd: BudgetAmount | None = None
+    budget_period: BudgetPeriod | None = None
     metadata: Metadata | None = None
+
+    _period = field_validator("budget_period")(needs_amount)
 
 
 class TeamUpdate(Payload):
@@ -129,12 +147,15 @@ class TeamUpdate(Payload):
     rpm_limit: Limit | None = None
     tpm_limit: Limit | None = None
     max_parallel_requests: Limit | None = None
+    budget_usd: BudgetAmount | None = None
+    budget_period: Annotated[BudgetPeriod | None, NotNull] = None
     metadata: Metadata | None = None
     disabled: Annotated[bool | None, NotNull] = None
 
 
 class KeyCreate(Payload):
-    """A new key; `team` is a team's id or name; `models` null = every model."""
+    """A new key; `team` is a team's id or name; `models` null = every model; a budget without
+    `budget_period` is per month."""
 
     name: Name
     team: Reference | None = None
@@ -142,8 +163,12 @@ class KeyCreate(Payload):
     rpm_limit: Limit | None = None
     tpm_limit: Limit | None = None
     max_parallel_requests: Limit | None = None
+    budget_usd: BudgetAmount | None = None
+    budget_period: BudgetPeriod | None = None
     expires_at: Expiry = None
     metadata: Metadata | None = None
+
+    _period = field_validator("budget_period")(needs_amount)
 
 
 class KeyUpdate(Payload):
@@ -155,6 +180,8 @@ class KeyUpdate(Payload):
     rpm_limit: Limit | None = None
     tpm_limit: Limit | None = None
     max_parallel_requests: Limit | None = None
+    budget_usd: BudgetAmount | None = None
+    budget_period: Annotated[BudgetPeriod | None, NotNull] = None
     expires_at: Expiry = None
     metadata: Metadata | None = None
     disabled: Annotated[bool | None, NotNull] = None

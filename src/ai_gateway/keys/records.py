@@ -4,16 +4,31 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ai_gateway.keys.caller import Limits, Scope
+from ai_gateway.keys.caller import Budget, Limits, Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """A budget's current period as the admin API and CLI show it (not stored with the key:
+    counted by the gateway's budget store, or summed from the usage ledger)."""
+
+    period_start: datetime | None
+    """None for a `total` budget."""
+    spent_usd: float | None
+    """None when the spend cannot be read right now."""
+    soft_limit_reached: bool | None
 
 
 @dataclass(frozen=True, slots=True)
 class TeamRecord:
-    """A team: its own limits apply to all its keys together."""
+    """A team: its own limits and budget apply to all its keys together."""
 
     id: str
     name: str
     limits: Limits = field(default_factory=Limits)
+    budget: Budget | None = None
+    spend: Spend | None = None
+    """Filled in for display only (KeyAdmin)."""
     is_disabled: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
@@ -32,6 +47,9 @@ class KeyRecord:
     team_id: str | None = None
     models: tuple[str, ...] | None = None
     limits: Limits = field(default_factory=Limits)
+    budget: Budget | None = None
+    spend: Spend | None = None
+    """Filled in for display only (KeyAdmin)."""
     expires_at: datetime | None = None
     is_disabled: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)

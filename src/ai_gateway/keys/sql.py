@@ -23,12 +23,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ai_gateway.errors import Conflict
-from ai_gateway.keys.caller import Limits, Scope
+from ai_gateway.keys.caller import Budget, Limits, Period, Scope
 from ai_gateway.keys.records import Change, KeyRecord, Membership, TeamRecord
 from ai_gateway.keys.tables import keys, teams
 
 TEAM_LABEL = "team__"  # not "team_": keys has its own team_id
 LIMIT_COLUMNS = ("rpm_limit", "tpm_limit", "max_parallel_requests")
+COUNTED_COLUMNS = (*LIMIT_COLUMNS, "budget_usd")
+"""A key or team that sets any of these is counted (limits/, budgets/)."""
 
 
 def limits_of(row: RowMapping, label: str = "") -> Limits:
@@ -40,12 +42,22 @@ def limits_of(row: RowMapping, label: str = "") -> Limits:
     )
 
 
+def budget_of(row: RowMapping, label: str = "") -> Budget | None:
+    """The budget columns as a Budget (None without `budget_usd`; a month by default)."""
+    limit = row[f"{label}budget_usd"]
+    if limit is None:
+        return None
+    period = row[f"{label}budget_period"]
+    return Budget(limit_usd=limit, period=Period(period) if period else Period.MONTH)
+
+
 def team_of(row: RowMapping, label: str = "") -> TeamRecord:
     """A `teams` row (its columns maybe prefixed by `label`) as a record."""
     return TeamRecord(
         id=row[f"{label}id"],
         name=row[f"{label}name"],
         limits=limits_of(row, label),
+        budget=budget_of(row, label),
         is_disabled=row[f"{label}disabled"],
         metadata=row[f"{label}metadata"],
         created_at=row[f"{label}created_at"],
@@ -64,6 +76,7 @@ def key_of(row: RowMapping) -> KeyRecord:
         team_id=row["team_id"],
         models=None if models is None else tuple(models),
         limits=limits_of(row),
+        budget=budget_of(row),
         expires_at=row["expires_at"],
         is_disabled=row["disabled"],
         metadata=row["metadata"],
@@ -94,6 +107,7 @@ def team_values(team: TeamRecord) -> dict[str, Any]:
         "id": team.id,
         "name": team.name,
         **limit_values(team.limits),
+        **budget_values(team.budget),
         "disabled": team.is_disabled,
         "metadata": team.metadata,
         "created_at": team.created_at,
@@ -113,6 +127,7 @@ def key_values(key: KeyRecord) -> dict[str, Any]:
         "previous_expires_at": key.previous_expires_at,
         "models": None if key.models is None else list(key.models),
         **limit_values(key.limits),
+        **budget_values(key.budget),
         "expires_at": key.expires_at,
         "disabled": key.is_disabled,
         "metadata": key.metadata,
@@ -129,6 +144,13 @@ def limit_values(limits: Limits) -> dict[str, int | None]:
         "tpm_limit": limits.tpm,
         "max_parallel_requests": limits.parallel,
     }
+
+
+def budget_values(budget: Budget | None) -> dict[str, Any]:
+    """A budget as the two budget columns."""
+    if budget is None:
+        return {"budget_usd": None, "budget_period": None}
+    return {"budget_usd": budget.limit_usd, "budget_period": budget.period.value}
 
 
 def page(table: Table, *, limit: int, after: str | None) -> Select[Any]:
@@ -288,10 +310,10 @@ class KeyRepository:
             return [membership_of(row) for row in await connection.execute(query)]
 
     async def has_limits(self) -> bool:
-        """Whether any key or team sets a limit (disabled ones too)."""
+        """Whether any key or team sets a limit or a budget (disabled ones too)."""
         async with self.engine.connect() as connection:
             for table in (keys, teams):
-                limited = or_(*(table.c[name].is_not(None) for name in LIMIT_COLUMNS))
+                limited = or_(*(table.c[name].is_not(None) for name in COUNTED_COLUMNS))
                 if await connection.scalar(select(exists().where(limited))):
                     return True
         return False

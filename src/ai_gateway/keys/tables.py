@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -22,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 NAME_LENGTH = 200
 ID_LENGTH = 64
 DIGEST_LENGTH = 32
+PERIOD_LENGTH = 8
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -61,6 +63,14 @@ def limit_columns() -> list[Column[Any]]:
     ]
 
 
+def budget_columns() -> list[Column[Any]]:
+    """A key's or a team's budget: USD per `day`, `week`, `month` or in `total`; NULL = none."""
+    return [
+        Column("budget_usd", Float, nullable=True),
+        Column("budget_period", String(PERIOD_LENGTH), nullable=True),
+    ]
+
+
 def common_columns() -> list[Column[Any]]:
     """What keys and teams both keep besides their limits."""
     return [
@@ -87,6 +97,7 @@ teams = Table(
     Column("id", String(ID_LENGTH), primary_key=True),
     Column("name", String(NAME_LENGTH), nullable=False, unique=True),
     *limit_columns(),
+    *budget_columns(),
     *common_columns(),
 )
 
@@ -102,6 +113,7 @@ keys = Table(
     Column("previous_expires_at", UtcDateTime, nullable=True),
     Column("models", json_type(), nullable=True),
     *limit_columns(),
+    *budget_columns(),
     Column("expires_at", UtcDateTime, nullable=True),
     *common_columns(),
     Column("last_used_at", UtcDateTime, nullable=True),

@@ -17,6 +17,7 @@ KEY_COLUMNS: Final[Columns] = (
     ("RPM", "rpm_limit"),
     ("TPM", "tpm_limit"),
     ("PARALLEL", "max_parallel_requests"),
+    ("BUDGET", "budget"),
     ("EXPIRES", "expires_at"),
     ("DISABLED", "disabled"),
     ("LAST USED", "last_used_at"),
@@ -27,15 +28,28 @@ TEAM_COLUMNS: Final[Columns] = (
     ("RPM", "rpm_limit"),
     ("TPM", "tpm_limit"),
     ("PARALLEL", "max_parallel_requests"),
+    ("BUDGET", "budget"),
     ("DISABLED", "disabled"),
     ("CREATED", "created_at"),
 )
+
+
+def budget_cell(budget: dict[str, Any]) -> str:
+    """A budget as `$1.23/$10 per day` (the spend first; `?` when it is not known; `!` once
+    past the soft threshold)."""
+    spent = budget["spent_usd"]
+    per = "in total" if budget["period"] == "total" else f"per {budget['period']}"
+    mark = "!" if budget["soft_limit_reached"] else ""
+    used = "?" if spent is None else f"${spent:.2f}"
+    return f"{used}/${budget['limit_usd']:g} {per}{mark}"
 
 
 def cell(field: str, value: Any) -> str:
     """One value as text: times in UTC ISO 8601, `-` for none, `all` for every model."""
     if value is None:
         return "all" if field == "models" else "-"
+    if field == "budget":
+        return budget_cell(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if field.endswith("_at"):

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Generic, TypeVar
 
-from ai_gateway.keys.records import KeyRecord, TeamRecord
+from ai_gateway.keys.caller import Budget
+from ai_gateway.keys.records import KeyRecord, Spend, TeamRecord
 
 KEY_OBJECT: Final = "gateway.key"
 TEAM_OBJECT: Final = "gateway.team"
@@ -26,6 +27,20 @@ def unix(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
 
 
+def budget_view(budget: Budget | None, spend: Spend | None) -> dict[str, Any] | None:
+    """A budget and its current period: `period_start` in unix seconds (null for `total`),
+    `spent_usd` and `soft_limit_reached` (null when the spend is not known)."""
+    if budget is None:
+        return None
+    return {
+        "limit_usd": budget.limit_usd,
+        "period": budget.period.value,
+        "period_start": unix(spend.period_start) if spend else None,
+        "spent_usd": spend.spent_usd if spend else None,
+        "soft_limit_reached": spend.soft_limit_reached if spend else None,
+    }
+
+
 def key_view(key: KeyRecord, *, secret: str | None = None) -> dict[str, Any]:
     """A key as the API shows it; with `secret` only right after create and rotate."""
     view: dict[str, Any] = {
@@ -38,6 +53,7 @@ def key_view(key: KeyRecord, *, secret: str | None = None) -> dict[str, Any]:
         "rpm_limit": key.limits.rpm,
         "tpm_limit": key.limits.tpm,
         "max_parallel_requests": key.limits.parallel,
+        "budget": budget_view(key.budget, key.spend),
         "expires_at": unix(key.expires_at),
         "disabled": key.is_disabled,
         "metadata": key.metadata,
@@ -59,6 +75,7 @@ def team_view(team: TeamRecord) -> dict[str, Any]:
         "rpm_limit": team.limits.rpm,
         "tpm_limit": team.limits.tpm,
         "max_parallel_requests": team.limits.parallel,
+        "budget": budget_view(team.budget, team.spend),
         "disabled": team.is_disabled,
         "metadata": team.metadata,
         "created_at": unix(team.created_at),

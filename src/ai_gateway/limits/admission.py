@@ -1,17 +1,21 @@
-"""Admission: a limited caller's request is checked against every limit of its key and team
-before the upstream call (reserving its estimated tokens), and settled to the tokens actually
-used when the response ends, whatever way it ends."""
+"""Admission: a limited or budgeted caller's request is checked before the upstream call
+against every budget of its key and team (reserving its most cost, budgets/) and then every
+limit (reserving its estimated tokens), and settled to what it used and cost when the response
+ends, whatever way it ends."""
 
 from dataclasses import dataclass
 from http import HTTPStatus
 
 from ai_gateway.api.record import RequestRecord
+from ai_gateway.budgets.gate import BudgetGate
+from ai_gateway.budgets.store import Hold
 from ai_gateway.config.constants import SHOULD_RETRY_HEADER
 from ai_gateway.errors import RateLimited
 from ai_gateway.keys.caller import Caller, Subject
 from ai_gateway.limits.estimate import estimate
 from ai_gateway.limits.headers import rate_limit_headers, retry_after_headers
 from ai_gateway.limits.limiter import Denial, Dimension, Grant, Limiter
+from ai_gateway.routing.route import Route
 from ai_gateway.schemas import ChatCompletionRequest
 
 LIMIT_NAMES = {
@@ -61,13 +65,16 @@ def refusal(denial: Denial, *, tokens: int) -> LimitExceeded:
 
 @dataclass(slots=True)
 class Ticket:
-    """An admitted request's claim on its limits, settled once when the response ends."""
+    """An admitted request's claim on its limits (`grant`, None when no subject is limited)
+    and budgets (`hold`), settled once when the response ends."""
 
     limiter: Limiter
     subjects: tuple[Subject, ...]
-    grant: Grant
+    grant: Grant | None
     prompt_tokens: int
     headers: list[tuple[bytes, bytes]]
+    hold: Hold | None = None
+    budgets: BudgetGate | None = None
     is_settled: bool = False
 
     def used_tokens(self, record: RequestRecord) -> int:
@@ -79,36 +86,78 @@ class Ticket:
             return record.usage.prompt_tokens + record.usage.completion_tokens
         if record.is_client_closed or (record.chunks and record.error_code is not None):
             return self.prompt_tokens + record.chunks
-        if record.status == HTTPStatus.OK:
+        if record.status == HTTPStatus.OK and self.grant is not None:
             return self.grant.reserved_tokens
         return 0
 
     def settle(self, record: RequestRecord) -> None:
-        """Replace the reservation with what was used and end the lease (once)."""
-        if not self.is_settled:
-            self.is_settled = True
+        """Replace the reservations with what was used and cost (the ledger has set the cost
+        by now), and end the lease (once)."""
+        if self.is_settled:
+            return
+        self.is_settled = True
+        if self.grant is not None:
             self.limiter.settle(self.subjects, self.grant, tokens=self.used_tokens(record))
+        if self.hold is not None and self.budgets is not None:
+            self.budgets.settle(self.hold, record)
 
 
 class Admission:
-    """Checks limited callers' requests against the limiter."""
+    """Checks limited and budgeted callers' requests against the budgets and the limiter."""
 
-    def __init__(self, limiter: Limiter, *, default_completion_tokens: int) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        default_completion_tokens: int,
+        budgets: BudgetGate | None = None,
+    ) -> None:
         self.limiter = limiter
         self.default_completion_tokens = default_completion_tokens
+        self.budgets = budgets
 
-    async def admit(self, caller: Caller, body: ChatCompletionRequest) -> Ticket | None:
-        """A ticket for a limited caller's admitted request (None for an unlimited caller), or
-        the 429 naming the limit."""
-        if not caller.subjects:
+    async def admit(
+        self, caller: Caller, body: ChatCompletionRequest, route: Route | None = None
+    ) -> Ticket | None:
+        """A ticket for a limited or budgeted caller's admitted request (None for any other),
+        or the 429 naming the budget or the limit. Budgets are checked first, so a request a
+        budget refuses counts against no limit; a hold whose request a limit then refuses is
+        given back."""
+        subjects = caller.subjects
+        if not subjects:
             return None
         total, prompt = estimate(body, default_completion_tokens=self.default_completion_tokens)
-        outcome = await self.limiter.admit(caller.subjects, tokens=total)
+        hold = await self._hold(subjects, route, total, prompt)
+        try:
+            grant = await self._grant(subjects, total)
+        except BaseException:
+            if hold is not None and self.budgets is not None:
+                self.budgets.release(hold)
+            raise
+        headers = [] if grant is None else rate_limit_headers(grant.requests, grant.tokens)
+        return Ticket(self.limiter, subjects, grant, prompt, headers, hold, self.budgets)
+
+    async def _hold(
+        self, subjects: tuple[Subject, ...], route: Route | None, total: int, prompt: int
+    ) -> Hold | None:
+        """The request's hold on its budgets (None when none of its subjects has one)."""
+        if self.budgets is None:
+            return None
+        return await self.budgets.reserve(
+            subjects, route, prompt_tokens=prompt, completion_tokens=total - prompt
+        )
+
+    async def _grant(self, subjects: tuple[Subject, ...], total: int) -> Grant | None:
+        """The limiter's grant (None when none of the subjects is limited), or the 429."""
+        if not any(subject.limits.is_limited for subject in subjects):
+            return None
+        outcome = await self.limiter.admit(subjects, tokens=total)
         if isinstance(outcome, Denial):
             raise refusal(outcome, tokens=total)
-        headers = rate_limit_headers(outcome.requests, outcome.tokens)
-        return Ticket(self.limiter, caller.subjects, outcome, prompt, headers)
+        return outcome
 
     async def aclose(self) -> None:
         """Finish pending settles."""
         await self.limiter.aclose()
+        if self.budgets is not None:
+            await self.budgets.aclose()

@@ -12,6 +12,8 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Collection
+from enum import StrEnum
+from typing import Protocol
 
 import structlog
 
@@ -25,11 +27,48 @@ from ai_gateway.routing.outcome import (
     retry_after_s,
 )
 from ai_gateway.routing.route import Deployment, Route
+from ai_gateway.schemas import ChatCompletionRequest
 
 log = structlog.get_logger(__name__)
 
 # No retry, fallback or hedge starts with less than this left before the deadline.
 MIN_ATTEMPT_S = 0.01
+
+
+class AttemptKind(StrEnum):
+    """Why an attempt started: the request's first, the same deployment again, another
+    deployment after the previous attempt (a fallback), or a race beside a slow one (a hedge)."""
+
+    FIRST = "first"
+    RETRY = "retry"
+    FALLBACK = "fallback"
+    HEDGE = "hedge"
+
+
+class AttemptWatch(Protocol):
+    """One running upstream attempt, told once how it ended."""
+
+    def succeeded(self, value: object) -> None:
+        """The deployment answered (a completion, or a stream's first chunk)."""
+        ...
+
+    def failed(self, error: BaseException) -> None:
+        """The attempt failed, or was cancelled (a hedge loser, a caller who left)."""
+        ...
+
+
+class AttemptWatcher(Protocol):
+    """Told of every upstream attempt (metrics, traces); the router works the same without one."""
+
+    def started(
+        self,
+        route: Route,
+        deployment: Deployment,
+        request: ChatCompletionRequest | None,
+        kind: AttemptKind,
+    ) -> AttemptWatch:
+        """An attempt has started; the returned watch is told how it ends."""
+        ...
 
 
 def weighted_order(deployments: tuple[Deployment, ...], rng: random.Random) -> list[Deployment]:
@@ -51,10 +90,14 @@ class Attempts:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        watcher: AttemptWatcher | None = None,
+        request: ChatCompletionRequest | None = None,
     ) -> None:
         self.route = route
         self.policy = route.policy
+        self.request = request
         self._breakers = breakers
+        self._watcher = watcher
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311  # spreading load, not secrets
         deployments = route.deployments
@@ -69,6 +112,9 @@ class Attempts:
         self.excluded: set[str] = set()
         self.errors: list[GatewayError] = []
         self.count = 0
+        self.previous: str | None = None
+        """The deployment of the attempt before the latest one."""
+        self.latest: str | None = None
 
     def next(self, busy: Collection[str] = ()) -> tuple[Deployment, float] | None:
         """The next deployment and when to start it; None when nothing is left to try."""
@@ -109,7 +155,25 @@ class Attempts:
         """An attempt on `deployment` begins; True when it is its breaker's probe."""
         self.tries[deployment.key] += 1
         self.count += 1
+        self.previous, self.latest = self.latest, deployment.key
         return self._breakers.get(deployment.key).started()
+
+    def watch(self, deployment: Deployment, *, is_hedge: bool = False) -> AttemptWatch | None:
+        """Tell the watcher that the attempt just `started` on `deployment` has begun; None
+        when nothing watches."""
+        if self._watcher is None:
+            return None
+        return self._watcher.started(
+            self.route, deployment, self.request, self.kind(is_hedge=is_hedge)
+        )
+
+    def kind(self, *, is_hedge: bool = False) -> AttemptKind:
+        """What the latest attempt is, from the deployments of it and the one before."""
+        if is_hedge:
+            return AttemptKind.HEDGE
+        if self.previous is None:
+            return AttemptKind.FIRST
+        return AttemptKind.RETRY if self.previous == self.latest else AttemptKind.FALLBACK
 
     def remaining_s(self) -> float:
         """Time left before the request's deadline."""

@@ -21,6 +21,9 @@ log = structlog.get_logger(__name__)
 # Breakers of `provider/model` routes the config does not name, kept least recently used first.
 MAX_BREAKERS = 1024
 
+StateWatcher = Callable[[str, "State"], None]
+"""Told of a breaker's deployment and its new state at every change (metrics)."""
+
 
 class State(StrEnum):
     """A circuit's state."""
@@ -45,6 +48,7 @@ class Breaker:
     last_failure_at: float | None = None
     probing: bool = False
     outcomes: deque[bool] = field(default_factory=deque)
+    watcher: StateWatcher | None = None
 
     def __post_init__(self) -> None:
         self.outcomes = deque(self.outcomes, maxlen=self.config.window)
@@ -114,6 +118,8 @@ class Breaker:
     def _move(self, state: State, reason: str) -> None:
         if state is not self.state:
             log.warning("breaker_" + state.value, deployment=self.key, reason=reason)
+            if self.watcher is not None:
+                self.watcher(self.key, state)
         self.state = state
 
     def snapshot(self) -> dict[str, Any]:
@@ -152,6 +158,15 @@ class BreakerBoard:
         self._clock = clock
         self._pinned = {key: Breaker(key, config, clock) for key in pinned}
         self._others: OrderedDict[str, Breaker] = OrderedDict()
+        self._watcher: StateWatcher | None = None
+
+    def watch(self, watcher: StateWatcher) -> None:
+        """Tell `watcher` of every breaker's changes from now on, and of each current state
+        (an open breaker whose cooldown has passed is half-open here)."""
+        self._watcher = watcher
+        for breaker in self:
+            breaker.watcher = watcher
+            watcher(breaker.key, breaker.current())
 
     def __iter__(self) -> Iterator[Breaker]:
         yield from self._pinned.values()
@@ -164,7 +179,9 @@ class BreakerBoard:
             return breaker
         breaker = self._others.get(key)
         if breaker is None:
-            breaker = self._others[key] = Breaker(key, self._config, self._clock)
+            breaker = self._others[key] = Breaker(
+                key, self._config, self._clock, watcher=self._watcher
+            )
             if len(self._others) > MAX_BREAKERS:
                 self._others.popitem(last=False)
         else:

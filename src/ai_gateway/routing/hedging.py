@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from ai_gateway.errors import GatewayError
-from ai_gateway.routing.attempts import MIN_ATTEMPT_S, Attempts
+from ai_gateway.routing.attempts import MIN_ATTEMPT_S, Attempts, AttemptWatch
 from ai_gateway.routing.breaker import BreakerBoard
 from ai_gateway.routing.outcome import Outcome
 from ai_gateway.routing.route import Deployment, Served
@@ -30,6 +30,17 @@ class Attempt(Generic[T]):
     probe: bool
     started: float
     task: "asyncio.Task[T]"
+    watch: AttemptWatch | None = None
+
+    def succeeded(self) -> None:
+        """Tell the watch the attempt answered."""
+        if self.watch is not None:
+            self.watch.succeeded(self.task.result())
+
+    def failed(self, error: BaseException) -> None:
+        """Tell the watch the attempt failed or was cancelled."""
+        if self.watch is not None:
+            self.watch.failed(error)
 
 
 class Hedger:
@@ -66,7 +77,7 @@ class Hedger:
                 if not done:
                     if hedge is not None and self._may_hedge(plan, running, hedge):
                         log.info("hedge_started", slow=running[0].deployment.key, hedge=hedge.key)
-                        running.append(self._start(plan, hedge, attempt))
+                        running.append(self._start(plan, hedge, attempt, is_hedge=True))
                     continue
                 served, stop = self._settle(plan, done, running)
                 stopped = stopped or stop
@@ -79,10 +90,13 @@ class Hedger:
         plan: Attempts,
         deployment: Deployment,
         attempt: Callable[[Deployment, float], Awaitable[T]],
+        *,
+        is_hedge: bool = False,
     ) -> Attempt[T]:
         probe = plan.started(deployment)
+        watch = plan.watch(deployment, is_hedge=is_hedge)
         task = asyncio.ensure_future(attempt(deployment, plan.remaining_s()))
-        return Attempt(deployment, probe, self._clock(), task)
+        return Attempt(deployment, probe, self._clock(), task, watch)
 
     def _hedge_plan(
         self, plan: Attempts, running: list[Attempt[T]]
@@ -127,9 +141,11 @@ class Hedger:
             if error is None and served is None:
                 running.remove(finished)
                 plan.settle_success(finished.deployment, finished.probe)
+                finished.succeeded()
                 served = Served(finished.task.result(), finished.deployment, plan.count)
             elif isinstance(error, GatewayError):
                 running.remove(finished)
+                finished.failed(error)
                 outcome = plan.settle_failure(finished.deployment, finished.probe, error)
                 if outcome is Outcome.STOP:
                     stopped = stopped or error
@@ -169,8 +185,13 @@ class Hedger:
         for attempt in attempts:
             if attempt.task.cancelled():
                 log.info("attempt_cancelled", deployment=attempt.deployment.key)
-            elif attempt.task.exception() is None and discard is not None:
-                await self._release(discard, attempt.task.result())
+                attempt.failed(asyncio.CancelledError())
+            elif (error := attempt.task.exception()) is not None:
+                attempt.failed(error)
+            else:
+                attempt.succeeded()
+                if discard is not None:
+                    await self._release(discard, attempt.task.result())
 
     @staticmethod
     async def _release(discard: Callable[[T], Awaitable[None]], value: T) -> None:

@@ -26,7 +26,7 @@ from ai_gateway.errors import (
 )
 from ai_gateway.providers.protocol import ChatProvider
 from ai_gateway.providers.registry import Registry
-from ai_gateway.routing.attempts import Attempts
+from ai_gateway.routing.attempts import Attempts, AttemptWatcher
 from ai_gateway.routing.breaker import BreakerBoard
 from ai_gateway.routing.hedging import Hedger
 from ai_gateway.routing.outcome import Outcome
@@ -119,6 +119,11 @@ class Router:
         self._rng = rng or random.Random()  # noqa: S311  # spreading load, not secrets
         self._variants: dict[str, ChatProvider] = {}
         self._hedger = Hedger(breakers, clock=clock)
+        self._watcher: AttemptWatcher | None = None
+
+    def watch(self, watcher: AttemptWatcher) -> None:
+        """Tell `watcher` of every upstream attempt from now on (metrics, traces)."""
+        self._watcher = watcher
 
     def route(self, model: str) -> Route:
         """The route for a unified-route model: an alias, else `provider/model`."""
@@ -169,7 +174,7 @@ class Router:
                     deployment, "answer", limit, remaining_s=remaining_s, deadline_s=deadline_s
                 ) from None
 
-        return await self._serve(route, attempt, discard=None)
+        return await self._serve(route, req, attempt, discard=None)
 
     async def open_stream(self, route: Route, req: ChatCompletionRequest) -> Served[OpenedStream]:
         """A stream from the first deployment whose first chunk arrives."""
@@ -196,11 +201,12 @@ class Router:
             rest = within_total(chunks, deployment, started + limits.total_s)
             return OpenedStream(first, rest, chunks)
 
-        return await self._serve(route, attempt, discard=OpenedStream.aclose)
+        return await self._serve(route, req, attempt, discard=OpenedStream.aclose)
 
     async def _serve(
         self,
         route: Route,
+        req: ChatCompletionRequest,
         attempt: Callable[[Deployment, float], Awaitable[T]],
         *,
         discard: Callable[[T], Awaitable[None]] | None,
@@ -209,7 +215,14 @@ class Router:
 
         A failure that ends the request carries the number of attempts made (`attempts`).
         """
-        plan = Attempts(route, self.breakers, clock=self._clock, rng=self._rng)
+        plan = Attempts(
+            route,
+            self.breakers,
+            clock=self._clock,
+            rng=self._rng,
+            watcher=self._watcher,
+            request=req,
+        )
         try:
             if plan.policy.hedge_after_s is None:
                 return await self._serve_in_turn(plan, attempt)
@@ -225,16 +238,21 @@ class Router:
         while True:
             deployment = await plan.next_turn()
             probe = plan.started(deployment)
+            watch = plan.watch(deployment)
             try:
                 value = await attempt(deployment, plan.remaining_s())
-            except GatewayError as error:
+            except BaseException as error:
+                if watch is not None:
+                    watch.failed(error)
+                if not isinstance(error, GatewayError):
+                    plan.release(deployment, probe)
+                    raise
                 if plan.settle_failure(deployment, probe, error) is Outcome.STOP:
                     raise
                 continue
-            except BaseException:
-                plan.release(deployment, probe)
-                raise
             plan.settle_success(deployment, probe)
+            if watch is not None:
+                watch.succeeded(value)
             return Served(value, deployment, plan.count)
 
 

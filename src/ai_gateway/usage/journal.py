@@ -35,6 +35,13 @@ class JournalFull(ServiceUnavailable):
     code = "usage_journal_full"
 
 
+class JournalUnwritable(ServiceUnavailable):
+    """The journal's file cannot be written (a full disk, a removed directory): requests are
+    refused rather than served without a record."""
+
+    code = "usage_journal_unwritable"
+
+
 @dataclass(slots=True, weakref_slot=True)
 class Segment:
     """One of this process's segment files."""
@@ -118,14 +125,21 @@ class Journal:
             segment.open_reservations -= 1
 
     def _append(self, line: bytes) -> Segment:
-        segment = self.current
-        if segment.size >= self.segment_bytes:
-            segment = self._open_segment()
-        written = os.write(segment.fd, line)
-        while written < len(line):  # a regular file takes it whole; a full disk may not
-            written += os.write(segment.fd, line[written:])
-        if self.fsync:
-            os.fsync(segment.fd)
+        try:
+            segment = self.current
+            if segment.size >= self.segment_bytes:
+                segment = self._open_segment()
+            written = os.write(segment.fd, line)
+            while written < len(line):  # a regular file takes it whole; a full disk may not
+                written += os.write(segment.fd, line[written:])
+            if self.fsync:
+                os.fsync(segment.fd)
+        except OSError as exc:
+            log.error("usage_journal_unwritable", directory=str(self.directory), reason=str(exc))
+            raise JournalUnwritable(
+                "The gateway cannot record usage right now (its usage journal cannot be "
+                "written). Retry later."
+            ) from None
         if segment.first_unshipped_at is None:
             segment.first_unshipped_at = time.monotonic()
         segment.size += len(line)

@@ -3,6 +3,7 @@ upstream, or one a limit or budget refused) gets an entry id; its reservation is
 before the upstream call and its settled entry before the response's last byte leaves. The
 shipper (usage/shipper.py) moves both into the database, off the request path."""
 
+import contextlib
 import random
 from typing import Any, Protocol
 
@@ -12,7 +13,7 @@ from ai_gateway.api.record import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, RequestRe
 from ai_gateway.limits.estimate import estimate
 from ai_gateway.routing.route import Route
 from ai_gateway.schemas import ChatCompletionRequest, Usage
-from ai_gateway.usage.journal import Journal
+from ai_gateway.usage.journal import Journal, JournalUnwritable
 
 REJECTED = "rejected"
 INTERRUPTED = "interrupted"
@@ -64,9 +65,12 @@ def token_details(usage: Usage | None) -> tuple[int | None, int | None]:
 
 
 class Ledger:
-    """Journals every accounted request's reservation and settled entry."""
+    """Journals every accounted request's reservation and settled entry (with no journal,
+    `USAGE_LEDGER=false`, it only prices them)."""
 
-    def __init__(self, journal: Journal, prices: Pricing, *, default_completion_tokens: int):
+    def __init__(
+        self, journal: Journal | None, prices: Pricing, *, default_completion_tokens: int
+    ) -> None:
         self.journal = journal
         self.prices = prices
         self.default_completion_tokens = default_completion_tokens
@@ -79,11 +83,13 @@ class Ledger:
         record.route, record.is_stream = route.name, body.is_streaming
         record.reserved_tokens = total
         record.reserved_cost_usd = self.prices.max_cost(route, prompt, total - prompt)
-        self.journal.reserve(record.entry_id, self._line(RESERVE, record))
+        if self.journal is not None:
+            self.journal.reserve(record.entry_id, self._line(RESERVE, record))
 
-    def reject(self, record: RequestRecord) -> None:
+    def reject(self, record: RequestRecord, route: Route, body: ChatCompletionRequest) -> None:
         """A limit or budget refused the request: it is accounted, as `rejected`."""
         record.entry_id = new_entry_id()
+        record.route, record.is_stream = route.name, body.is_streaming
         record.is_rejected = True
 
     def settle(self, record: RequestRecord) -> None:
@@ -94,7 +100,10 @@ class Ledger:
         usage = record.usage
         if usage is not None and record.provider is not None and record.model is not None:
             record.cost_usd = self.prices.cost(record.provider, record.model, usage)
-        self.journal.settle(record.entry_id, self._line(SETTLE, record))
+        if self.journal is None:
+            return
+        with contextlib.suppress(JournalUnwritable):  # logged; the reservation stands for it
+            self.journal.settle(record.entry_id, self._line(SETTLE, record))
 
     @staticmethod
     def _line(kind: str, record: RequestRecord) -> bytes:

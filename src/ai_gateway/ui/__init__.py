@@ -1,0 +1,1 @@
+"""The usage page (`/ui`): a static shell, its script and style, served by the gateway."""

@@ -1,0 +1,280 @@
+"""Traces end to end: `ai-gateway serve` as a real process, in real mode against the fake
+upstream, exporting over OTLP/HTTP to a receiver on 127.0.0.1 that decodes the protobuf. One
+SERVER span per request, one CLIENT span per upstream attempt under it, the GenAI attributes,
+error types on failures, and no prompt or completion text unless asked for."""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ai_gateway.api.record import RequestRecord
+from ai_gateway.config.file import GatewayConfig
+from ai_gateway.errors import ProviderError
+from ai_gateway.observability.tracing import is_server_error
+from tests.conftest import ONE_ATTEMPT
+from tests.e2e.test_cli_process import base_env, run_gateway
+from tests.fake_upstream import FakeUpstream, json_reply
+from tests.fakes import GATEWAY_KEY, MODEL, UPSTREAM_KEY, FakeProvider, completion_payload
+from tests.observability.otlp_receiver import ReceivedSpan, Receiver, otlp_receiver
+from tests.observability.test_metrics import Gateway, SlowProvider, alias, gateway
+
+PROMPT = "the secret plans for the moon base"
+ANSWER = "a completion nobody should see in a trace"
+DIRECT = f"cerebras/{MODEL}"
+GENAI_ATTEMPT = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "cerebras",
+    "gen_ai.request.model": MODEL,
+}
+
+
+@contextmanager
+def traced_gateway(
+    fake_upstream: FakeUpstream, tmp_path: Path, **extra: str
+) -> Iterator[tuple[str, Receiver]]:
+    """The gateway exporting spans to a fresh receiver, flushed every 50 ms."""
+    with otlp_receiver() as (endpoint, receiver):
+        env = base_env(
+            GATEWAY_API_KEYS=GATEWAY_KEY,
+            CEREBRAS_API_KEY=UPSTREAM_KEY,
+            CEREBRAS_BASE_URL=fake_upstream.url,
+            CEREBRAS_MOCK="false",
+            LOG_FORMAT="json",
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="50",
+            **extra,
+        )
+        with contextmanager(run_gateway)(env, tmp_path) as (url, _, _):
+            yield url, receiver
+
+
+def chat(url: str, request_id: str) -> httpx.Response:
+    body = {"model": DIRECT, "messages": [{"role": "user", "content": PROMPT}]}
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}", "x-request-id": request_id}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+
+
+def trace_of(spans: list[ReceivedSpan], request_id: str) -> tuple[ReceivedSpan, list[ReceivedSpan]]:
+    """The request's SERVER span and its CLIENT children, in the order they started."""
+    (server,) = [
+        s for s in spans if s.is_server and s.attributes["ai_gateway.request_id"] == request_id
+    ]
+    children = [s for s in spans if s.trace_id == server.trace_id and s.span_id != server.span_id]
+    assert all(c.parent_span_id == server.span_id and c.is_client for c in children)
+    return server, children
+
+
+def without(attributes: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: v for k, v in attributes.items() if k not in names}
+
+
+def test_each_request_and_attempt_is_a_span_with_the_genai_attributes(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    fake_upstream.reply(
+        json_reply(completion_payload(text=ANSWER)),
+        json_reply({"error": {"message": "overloaded"}}, status=500),
+        json_reply(completion_payload(text=ANSWER)),
+        json_reply({"error": {"message": "bad key"}}, status=401),
+    )
+    with traced_gateway(fake_upstream, tmp_path) as (url, receiver):
+        assert chat(url, "ok-1").status_code == 200
+        assert chat(url, "retried-1").status_code == 200
+        assert chat(url, "failed-1").status_code == 502
+        spans = receiver.wait_for(3 + 4)  # three requests, four attempts
+
+    server, (attempt,) = trace_of(spans, "ok-1")
+    assert server.name == f"chat {DIRECT}"
+    assert server.service_name == "ai-gateway"
+    assert without(server.attributes, "ai_gateway.key_id", "ai_gateway.cost_usd") == {
+        "http.request.method": "POST",
+        "url.path": "/v1/chat/completions",
+        "ai_gateway.request_id": "ok-1",
+        "http.response.status_code": 200,
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": DIRECT,
+        "gen_ai.provider.name": "cerebras",
+        "gen_ai.response.model": MODEL,
+        "gen_ai.usage.input_tokens": 3,
+        "gen_ai.usage.output_tokens": 2,
+        "ai_gateway.attempts": 1,
+        "ai_gateway.stream": False,
+    }
+    assert not server.is_error
+    assert attempt.name == f"chat {MODEL}"
+    assert attempt.attributes == {
+        **GENAI_ATTEMPT,
+        "gen_ai.response.model": MODEL,
+        "gen_ai.usage.input_tokens": 3,
+        "gen_ai.usage.output_tokens": 2,
+        "ai_gateway.route": DIRECT,
+        "ai_gateway.deployment": DIRECT,
+        "ai_gateway.attempt.kind": "first",
+    }
+
+    server, (failed, retried) = trace_of(spans, "retried-1")
+    assert server.attributes["ai_gateway.attempts"] == 2
+    assert "error.type" not in server.attributes
+    assert failed.attributes["error.type"] == "upstream_error"
+    assert failed.is_error
+    assert "gen_ai.usage.input_tokens" not in failed.attributes
+    assert retried.attributes["ai_gateway.attempt.kind"] == "retry"
+    assert retried.attributes["gen_ai.usage.output_tokens"] == 2
+    assert not retried.is_error
+
+    server, (refused,) = trace_of(spans, "failed-1")
+    assert server.attributes["error.type"] == "upstream_auth_error"
+    assert server.attributes["http.response.status_code"] == 502
+    assert server.is_error
+    assert "gen_ai.provider.name" not in server.attributes
+    assert refused.attributes == {
+        **GENAI_ATTEMPT,
+        "error.type": "upstream_auth_error",
+        "ai_gateway.route": DIRECT,
+        "ai_gateway.deployment": DIRECT,
+        "ai_gateway.attempt.kind": "first",
+    }
+    everything = repr([s.attributes for s in spans])
+    assert PROMPT not in everything
+    assert ANSWER not in everything
+    assert receiver.bad_paths == []
+
+
+def test_prompt_and_completion_text_are_captured_only_when_asked(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    fake_upstream.reply(json_reply(completion_payload(text=ANSWER)))
+    with traced_gateway(
+        fake_upstream, tmp_path, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true"
+    ) as (url, receiver):
+        assert chat(url, "captured-1").status_code == 200
+        spans = receiver.wait_for(2)
+
+    server, (attempt,) = trace_of(spans, "captured-1")
+    assert PROMPT in attempt.attributes["gen_ai.input.messages"]
+    assert ANSWER in attempt.attributes["gen_ai.output.messages"]
+    assert PROMPT not in repr(server.attributes)
+
+
+@asynccontextmanager
+async def traced_app(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    *providers: FakeProvider,
+    config: GatewayConfig = ONE_ATTEMPT,
+    **env: str,
+) -> AsyncIterator[tuple[Gateway, Receiver]]:
+    """The app in process, exporting to a receiver every 20 ms (the SDK reads OTEL_BSP_*)."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with otlp_receiver() as (endpoint, receiver):
+        async with gateway(
+            tmp_path, *providers, config=config, otel_exporter_otlp_endpoint=endpoint
+        ) as gw:
+            yield gw, receiver
+
+
+@pytest.mark.anyio
+async def test_a_stream_attempt_names_the_model_of_its_first_chunk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with traced_app(monkeypatch, tmp_path, FakeProvider()) as (gw, receiver):
+        response = await gw.chat(stream=True, headers={"x-request-id": "stream-1"})
+        assert response.status_code == 200
+        spans = await asyncio.to_thread(receiver.wait_for, 2)
+
+    server, (attempt,) = trace_of(spans, "stream-1")
+    assert server.attributes["ai_gateway.stream"] is True
+    assert server.attributes["gen_ai.usage.output_tokens"] == 2
+    assert attempt.attributes["gen_ai.response.model"] == MODEL
+    assert "gen_ai.usage.output_tokens" not in attempt.attributes  # usage comes at the end
+
+
+@pytest.mark.anyio
+async def test_a_hedge_loser_is_a_cancelled_span_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    slow, fast = SlowProvider(name="alpha", delay_s=1.0), FakeProvider(name="beta")
+    config = alias(f"alpha/{MODEL}", f"beta/{MODEL}", hedge_after_ms=20)
+    async with traced_app(monkeypatch, tmp_path, slow, fast, config=config) as (gw, receiver):
+        response = await gw.chat(model="smart", headers={"x-request-id": "hedged-1"})
+        assert response.status_code == 200
+        spans = await asyncio.to_thread(receiver.wait_for, 3)
+
+    server, attempts = trace_of(spans, "hedged-1")
+    kinds = {a.attributes["ai_gateway.deployment"]: a for a in attempts}
+    loser, winner = kinds[f"alpha/{MODEL}"], kinds[f"beta/{MODEL}"]
+    assert loser.attributes["ai_gateway.attempt.outcome"] == "cancelled"
+    assert not loser.is_error
+    assert winner.attributes["ai_gateway.attempt.kind"] == "hedge"
+    assert server.name == "chat smart"
+
+
+@pytest.mark.anyio
+async def test_sampled_out_requests_export_nothing_and_are_still_counted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with traced_app(
+        monkeypatch, tmp_path, FakeProvider(), OTEL_TRACES_SAMPLER="always_off"
+    ) as (gw, receiver):
+        assert (await gw.chat()).status_code == 200
+        scrape = await gw.scrape()
+        await asyncio.sleep(0.2)
+
+    assert receiver.spans == []
+    assert scrape.value("ai_gateway_requests_total", route=DIRECT, status_code="200") == 1
+
+
+@pytest.mark.anyio
+async def test_in_process_failures_and_captured_text(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    failing = FakeProvider(error=ProviderError("cerebras returned HTTP 500"))
+    async with traced_app(
+        monkeypatch,
+        tmp_path,
+        failing,
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true",
+    ) as (gw, receiver):
+        assert (await gw.chat(headers={"x-request-id": "failed-2"})).status_code == 502
+        failing.error = None
+        assert (await gw.chat(headers={"x-request-id": "ok-2"})).status_code == 200
+        spans = await asyncio.to_thread(receiver.wait_for, 4)
+
+    server, (attempt,) = trace_of(spans, "failed-2")
+    assert server.is_error
+    assert server.attributes["error.type"] == "upstream_error"
+    assert attempt.is_error
+    assert attempt.attributes["error.type"] == "upstream_error"
+    assert "hello" in attempt.attributes["gen_ai.input.messages"]
+    _, (answered,) = trace_of(spans, "ok-2")
+    assert "hi there" in answered.attributes["gen_ai.output.messages"]
+
+
+def record(status: int | None, code: str | None = None, *, left: bool = False) -> RequestRecord:
+    made = RequestRecord("req_1", "POST", "/v1/chat/completions")
+    made.status, made.error_code, made.is_client_closed = status, code, left
+    return made
+
+
+@pytest.mark.parametrize(
+    ("made", "expected"),
+    [
+        (record(200), False),
+        (record(404, "model_not_found"), False),
+        (record(502, "upstream_error"), True),
+        (record(200, "upstream_timeout"), True),  # a stream that failed after its 200
+        (record(None), True),
+        (record(None, left=True), False),
+    ],
+)
+def test_server_errors_are_5xx_failed_streams_and_no_response(
+    made: RequestRecord, expected: bool
+) -> None:
+    assert is_server_error(made) is expected
