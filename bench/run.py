@@ -59,20 +59,26 @@ LIMITED_ROWS = {"vk-memory": "memory", "vk-redis": "redis"}
 LIMITED_TRANSPORT = "native"
 """The transport of every row that is not named after one (the limited and observed rows)."""
 TRANSPORTS = ("native", "sdk")
-BARE_ROW, TRACED_ROW = "native-bare", "native-traced"
-OBSERVED_ROWS = (BARE_ROW, TRACED_ROW)
+BARE_ROW, TRACED_ROW, SAMPLED_ROW = "native-bare", "native-traced", "native-traced-10pct"
+OBSERVED_ROWS = (BARE_ROW, TRACED_ROW, SAMPLED_ROW)
 """Rows of the native gateway that show what the usage ledger, metrics and tracing cost: with
 the ledger and metrics off, and with traces exported too (`native` has the ledger and metrics,
-the defaults, and no tracing)."""
+the defaults, and no tracing; `native-traced` samples every request, the SDK's default, and
+`native-traced-10pct` one in ten)."""
+SAMPLED_SETTINGS = {
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.1",
+}
 BARE_SETTINGS = {"USAGE_LEDGER": "false", "METRICS_ENABLED": "false"}
 BASE_ROWS = {
     "vk-memory": "native",
     "vk-redis": "native",
     "native": BARE_ROW,
     TRACED_ROW: BARE_ROW,
+    SAMPLED_ROW: BARE_ROW,
 }
 """The row each row's cost is measured against, in the same run (when both ran)."""
-ROW_ORDER = ("direct", BARE_ROW, "native", TRACED_ROW, "sdk", *LIMITED_ROWS)
+ROW_ORDER = ("direct", BARE_ROW, "native", TRACED_ROW, SAMPLED_ROW, "sdk", *LIMITED_ROWS)
 LEDGER_FILE = "ai-gateway.db"
 """A gateway's SQLite file in its working directory (no DATABASE_URL): its usage ledger."""
 JOURNAL_DIR = "ai-gateway-journal"
@@ -323,7 +329,7 @@ def start_targets(run: Run, workdir: Path) -> list[Target]:
     targets = []
     if "direct" in run.args.targets:
         targets.append(Target("direct", up_port, "/v1/chat/completions", MODEL, proc=upstream))
-    if TRACED_ROW in run.args.targets:
+    if TRACED_ROW in run.args.targets or SAMPLED_ROW in run.args.targets:
         start_sink(run)
     key = "sk-bench-" + secrets.token_hex(12)
     for name in run.args.targets:
@@ -346,8 +352,11 @@ def row_settings(run: Run, name: str) -> dict[str, str]:
     """What an observed row sets on top of the native gateway's environment."""
     if name == BARE_ROW:
         return dict(BARE_SETTINGS)
+    sink = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{run.sink_port}"}
     if name == TRACED_ROW:
-        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{run.sink_port}"}
+        return sink
+    if name == SAMPLED_ROW:
+        return sink | SAMPLED_SETTINGS
     return {}
 
 

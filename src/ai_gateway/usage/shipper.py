@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import structlog
 from sqlalchemy import Insert
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ai_gateway.db.engine import failure_reason
 from ai_gateway.usage.journal import SUFFIX, Journal, Segment, lock, owner_of
@@ -35,15 +35,45 @@ log = structlog.get_logger(__name__)
 READ_BYTES = 4 * 1024 * 1024
 """The most journal bytes read for one batch."""
 ROWS_PER_INSERT = 500
+"""Rows per statement: 500 x 23 columns stays under both databases' bound-parameter limits
+(SQLite 32,766, PostgreSQL 32,767)."""
 MAX_BACKOFF_S = 30.0
 COLUMNS = frozenset(column.name for column in ledger.columns)
+COLUMN_ORDER = tuple(column.name for column in ledger.columns)
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+"""How SQLAlchemy stores a time in SQLite (UtcDateTime: UTC, no offset)."""
 
 
 def insert_ignoring_duplicates(engine: AsyncEngine) -> Insert:
-    """INSERT ... ON CONFLICT (entry_id) DO NOTHING, in the engine's dialect."""
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert(ledger).on_conflict_do_nothing(index_elements=["entry_id"])
-    return sqlite.insert(ledger).on_conflict_do_nothing(index_elements=["entry_id"])
+    """INSERT ... ON CONFLICT (entry_id) DO NOTHING, for PostgreSQL (run as asyncpg's
+    executemany: one round trip for the batch)."""
+    return postgresql.insert(ledger).on_conflict_do_nothing(index_elements=["entry_id"])
+
+
+def sqlite_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A row's values in column order as SQLite stores them (times as SQLAlchemy's SQLite
+    text, in UTC; booleans as 0/1)."""
+    values = dict(row)
+    values["created_at"] = row["created_at"].strftime(SQLITE_TIME)
+    values["is_stream"] = int(bool(row["is_stream"]))
+    return tuple(values[name] for name in COLUMN_ORDER)
+
+
+async def insert_sqlite(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """One `INSERT OR IGNORE` of every row (a multi-row VALUES), straight to the driver.
+
+    One statement, not one per row: SQLite's driver runs in a thread of its own and takes the
+    interpreter lock back once per statement, which per row cost the event loop far more than
+    the insert itself; SQLAlchemy's own multi-row VALUES compiles too slowly for a batch.
+    """
+    row_marks = "(" + ", ".join("?" * len(COLUMN_ORDER)) + ")"
+    # Only the table's own column names and placeholders: every value is a bound parameter.
+    statement = (
+        f"INSERT OR IGNORE INTO {ledger.name} ({', '.join(COLUMN_ORDER)}) VALUES "  # noqa: S608
+        + ", ".join([row_marks] * len(rows))
+    )
+    params = tuple(value for row in rows for value in sqlite_values(row))
+    await connection.exec_driver_sql(statement, params)
 
 
 def row_of(entry: dict[str, Any]) -> dict[str, Any]:
@@ -189,10 +219,14 @@ class Shipper:
         rows = [row_of(entry) for entry in entries]
         if not rows:
             return
-        statement = insert_ignoring_duplicates(self.engine)
+        is_postgresql = self.engine.dialect.name == "postgresql"
         async with self.engine.begin() as connection:
             for start in range(0, len(rows), ROWS_PER_INSERT):
-                await connection.execute(statement, rows[start : start + ROWS_PER_INSERT])
+                chunk = rows[start : start + ROWS_PER_INSERT]
+                if is_postgresql:
+                    await connection.execute(insert_ignoring_duplicates(self.engine), chunk)
+                else:
+                    await insert_sqlite(connection, chunk)
 
 
 def settled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
