@@ -226,3 +226,48 @@ def test_segments_roll_over_and_each_stays_until_its_reservations_settle(tmp_pat
         1,
         0,
     ]  # the settle itself starts a third
+
+
+async def test_values_too_long_or_too_large_for_their_columns_are_cut_not_refused(
+    tmp_path: Path, engine: AsyncEngine, database: str
+) -> None:
+    own = journal(tmp_path / "j")
+    own.reserve("a", reservation("a"))
+    own.settle(
+        "a",
+        settlement("a", error_code="x" * 1000, model="m" * 900, completion_tokens=10**15),
+    )
+
+    await Shipper(own, engine, interval_s=1).ship()
+
+    (row,) = await ledger_rows(database)
+    assert row["error_code"] == "x" * 64
+    assert row["model"] == "m" * 256
+    assert row["completion_tokens"] == 2**31 - 1
+
+
+def test_a_refused_reservation_leaves_the_request_unaccounted(tmp_path: Path) -> None:
+    from ai_gateway.api.record import RequestRecord
+    from ai_gateway.routing.route import Deployment, Policy, Route, Timeouts
+    from ai_gateway.usage.ledger import Ledger
+    from tests.fakes import FakeProvider, chat_request
+
+    class Free:
+        def cost(self, *_: Any) -> float | None:
+            return None
+
+        def max_cost(self, *_: Any) -> float | None:
+            return None
+
+    full = journal(tmp_path / "j", max_bytes=1)
+    full.reserve("a", reservation("a"))
+    ledger = Ledger(full, Free(), default_completion_tokens=16)
+    route = Route("r", (Deployment(FakeProvider(), "m", timeouts=Timeouts()),), Policy())
+    record = RequestRecord("req-1", "POST", "/v1/chat/completions")
+
+    with pytest.raises(JournalFull):
+        ledger.reserve(record, route, chat_request())
+
+    assert record.entry_id is None
+    ledger.settle(record)
+    assert full.segments[0].size == len(reservation("a"))  # nothing more was written

@@ -29,13 +29,17 @@ log = structlog.get_logger(__name__)
 SUFFIX = ".jsonl"
 
 
-class JournalFull(ServiceUnavailable):
+class JournalRefusal(ServiceUnavailable):
+    """A request refused because its usage could not be journaled."""
+
+
+class JournalFull(JournalRefusal):
     """Too much usage waits to be shipped to the database: requests are refused until it is."""
 
     code = "usage_journal_full"
 
 
-class JournalUnwritable(ServiceUnavailable):
+class JournalUnwritable(JournalRefusal):
     """The journal's file cannot be written (a full disk, a removed directory): requests are
     refused rather than served without a record."""
 
@@ -86,7 +90,7 @@ class Journal:
     """This process's segments: appends on the request path, read back by the shipper."""
 
     def __init__(self, directory: Path, *, fsync: bool, segment_bytes: int, max_bytes: int) -> None:
-        self.directory = directory
+        self.directory = directory.absolute()  # the working directory may change later
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes

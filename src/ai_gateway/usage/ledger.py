@@ -5,6 +5,7 @@ shipper (usage/shipper.py) moves both into the database, off the request path.""
 
 import contextlib
 import random
+import time
 from typing import Any, Protocol
 
 import orjson
@@ -13,7 +14,7 @@ from ai_gateway.api.record import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, RequestRe
 from ai_gateway.limits.estimate import estimate
 from ai_gateway.routing.route import Route
 from ai_gateway.schemas import ChatCompletionRequest, Usage
-from ai_gateway.usage.journal import Journal, JournalUnwritable
+from ai_gateway.usage.journal import Journal, JournalRefusal, JournalUnwritable
 
 REJECTED = "rejected"
 INTERRUPTED = "interrupted"
@@ -35,8 +36,9 @@ class Pricing(Protocol):
 
 
 def new_entry_id() -> str:
-    """A unique id for a ledger entry (not a secret: the PRNG is enough and cheap)."""
-    return f"use_{random.getrandbits(128):032x}"
+    """A unique id for a ledger entry, time first (so the table's key grows at its end, not at
+    random places) then 64 random bits (not a secret: the PRNG is enough and cheap)."""
+    return f"use_{time.time_ns():016x}{random.getrandbits(64):016x}"
 
 
 def status_of(record: RequestRecord) -> tuple[str, int | None]:
@@ -84,7 +86,11 @@ class Ledger:
         record.reserved_tokens = total
         record.reserved_cost_usd = self.prices.max_cost(route, prompt, total - prompt)
         if self.journal is not None:
-            self.journal.reserve(record.entry_id, self._line(RESERVE, record))
+            try:
+                self.journal.reserve(record.entry_id, self._line(RESERVE, record))
+            except JournalRefusal:  # refused (503): not accounted, nothing went upstream
+                record.entry_id = None
+                raise
 
     def reject(self, record: RequestRecord, route: Route, body: ChatCompletionRequest) -> None:
         """A limit or budget refused the request: it is accounted, as `rejected`."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import Insert
+from sqlalchemy import Boolean, Insert, Integer, String
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,6 +40,18 @@ ROWS_PER_INSERT = 500
 MAX_BACKOFF_S = 30.0
 COLUMNS = frozenset(column.name for column in ledger.columns)
 COLUMN_ORDER = tuple(column.name for column in ledger.columns)
+MAX_COUNT = 2**31 - 1
+"""The largest value of an INTEGER column on PostgreSQL."""
+COUNTS = tuple(
+    column.name
+    for column in ledger.columns
+    if isinstance(column.type, Integer) and not isinstance(column.type, Boolean)
+)
+TEXT_LENGTHS = {
+    column.name: column.type.length
+    for column in ledger.columns
+    if isinstance(column.type, String) and column.type.length is not None
+}
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 """How SQLAlchemy stores a time in SQLite (UtcDateTime: UTC, no offset)."""
 
@@ -77,9 +89,18 @@ async def insert_sqlite(connection: AsyncConnection, rows: list[dict[str, Any]])
 
 
 def row_of(entry: dict[str, Any]) -> dict[str, Any]:
-    """A journal entry as a ledger row (every column present; times as UTC datetimes)."""
+    """A journal entry as a ledger row (every column present; times as UTC datetimes; text
+    cut to its column's length, so no value can make a batch fail again at every retry)."""
     row = {name: entry.get(name) for name in COLUMNS}
     row["created_at"] = datetime.fromtimestamp(float(entry["created_at"]), UTC)
+    for name, length in TEXT_LENGTHS.items():
+        value = row[name]
+        if isinstance(value, str) and len(value) > length:
+            row[name] = value[:length]
+    for name in COUNTS:  # an upstream's absurd count must still fit the column
+        value = row[name]
+        if isinstance(value, int) and not -MAX_COUNT <= value <= MAX_COUNT:
+            row[name] = MAX_COUNT if value > 0 else -MAX_COUNT
     return row
 
 
