@@ -148,6 +148,8 @@ def create_app(
         else None
     )
     observability = build_observability(settings, router, lag=shipper)
+    if admission.budgets is not None:
+        admission.budgets.soft.on_reached = observability.count_soft_limit
     return Gateway(
         Routes(
             endpoints,

@@ -330,3 +330,28 @@ async def test_with_metrics_off_requests_are_served_and_metrics_is_a_404(tmp_pat
     assert answer.status_code == 200
     assert metrics.status_code == 404
     assert metrics.json()["error"]["message"].startswith("Metrics are off")
+
+
+async def test_a_budget_s_soft_threshold_is_counted_once_per_period(tmp_path: Path) -> None:
+    provider = FakeProvider()
+    provider.completion["usage"] = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 1000,
+        "total_tokens": 2000,
+    }
+    async with gateway(tmp_path, provider, gateway_admin_keys=ADMIN_KEY) as gw:
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        key = await gw.http.post(
+            "/admin/v1/keys",
+            json={"name": "k", "budget_usd": 0.001, "budget_period": "day"},
+            headers=admin,
+        )
+        assert key.status_code == 201, key.text
+        secret = key.json()["key"]
+        first = await gw.chat(secret, max_tokens=1)
+        second = await gw.chat(secret, max_tokens=1)
+        scrape = await gw.scrape()
+
+    assert (first.status_code, second.status_code) == (200, 429)
+    assert second.json()["error"]["code"] == "budget_exceeded"
+    assert scrape.value("ai_gateway_budget_soft_limit_reached_total", scope="key") == 1

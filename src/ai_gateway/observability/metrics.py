@@ -197,6 +197,15 @@ class GatewayMetrics:
                 registry=registry,
             )
         )
+        self.budget_soft_limits = Family(
+            Counter(
+                "ai_gateway_budget_soft_limit_reached_total",
+                "Budgets whose soft threshold (BUDGET_SOFT_THRESHOLD) was crossed, once per "
+                "budget and period, by the key or team holding it.",
+                ["scope"],
+                registry=registry,
+            )
+        )
         self.unpriced = Family(
             Counter(
                 "ai_gateway_unpriced_requests_total",

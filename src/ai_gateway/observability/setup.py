@@ -2,6 +2,7 @@
 with an OTLP endpoint: otherwise nothing of OpenTelemetry is imported, and no request pays even
 a no-op call), and the /metrics endpoint."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -11,6 +12,7 @@ from ai_gateway.api.routes import Access, Call, Endpoint
 from ai_gateway.config.constants import METRICS_MAX_LEARNED_NAMES
 from ai_gateway.config.settings import Settings
 from ai_gateway.errors import ConfigurationError, NotFound
+from ai_gateway.keys.caller import Subject
 from ai_gateway.observability.exposition import MetricsEndpoint, multiprocess_directory
 from ai_gateway.observability.labels import ErrorTypes, NameBound, gateway_error_codes
 from ai_gateway.observability.metrics import GatewayMetrics
@@ -30,6 +32,8 @@ class Observability:
 
     observers: tuple[RequestObserver, ...]
     metrics_endpoint: Endpoint
+    count_soft_limit: Callable[[Subject], None] | None = None
+    """Counts a budget's soft threshold crossed (None when metrics are off)."""
 
 
 def traces_endpoint(settings: Settings) -> str | None:
@@ -137,8 +141,11 @@ def build_observability(
             breaker.current()  # an open breaker past its cooldown shows as half-open
         observer.refresh_lag()
 
+    def count_soft_limit(subject: Subject) -> None:
+        metrics.budget_soft_limits(subject.scope.value).inc()
+
     exposition = MetricsEndpoint.for_process(registry, refresh=refresh)
-    return Observability(observers, Endpoint(exposition.handle, access=access))
+    return Observability(observers, Endpoint(exposition.handle, access=access), count_soft_limit)
 
 
 def with_tracing(

@@ -184,9 +184,12 @@ class Shipper:
         return shipped
 
     async def _ship_segment(self, segment: Segment) -> int:
-        shipped = 0
-        while not segment.is_shipped:
-            size = min(segment.size - segment.shipped, READ_BYTES)
+        """What the segment held when called, in batches of at most READ_BYTES. Entries
+        written meanwhile wait for the next round: chasing them under load would ship a few
+        rows per transaction, back to back, and cost the event loop far more than the rows."""
+        shipped, end = 0, segment.size
+        while segment.shipped < end:
+            size = min(end - segment.shipped, READ_BYTES)
             with segment.path.open("rb") as file:
                 file.seek(segment.shipped)
                 data = file.read(size)
