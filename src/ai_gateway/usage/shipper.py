@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ ROWS_PER_INSERT = 500
 MAX_BACKOFF_S = 30.0
 COLUMNS = frozenset(column.name for column in ledger.columns)
 COLUMN_ORDER = tuple(column.name for column in ledger.columns)
+CREATED_AT, IS_STREAM = COLUMN_ORDER.index("created_at"), COLUMN_ORDER.index("is_stream")
+RESERVATION_START = b'{"kind":"' + RESERVE.encode() + b'"'
+"""How a reservation's journal line begins (the ledger writes `kind` first)."""
 MAX_COUNT = 2**31 - 1
 """The largest value of an INTEGER column on PostgreSQL."""
 COUNTS = tuple(
@@ -62,13 +66,13 @@ def insert_ignoring_duplicates(engine: AsyncEngine) -> Insert:
     return postgresql.insert(ledger).on_conflict_do_nothing(index_elements=["entry_id"])
 
 
-def sqlite_values(row: dict[str, Any]) -> tuple[Any, ...]:
+def sqlite_values(row: dict[str, Any]) -> list[Any]:
     """A row's values in column order as SQLite stores them (times as SQLAlchemy's SQLite
     text, in UTC; booleans as 0/1)."""
-    values = dict(row)
-    values["created_at"] = row["created_at"].strftime(SQLITE_TIME)
-    values["is_stream"] = int(bool(row["is_stream"]))
-    return tuple(values[name] for name in COLUMN_ORDER)
+    values = [row[name] for name in COLUMN_ORDER]
+    values[CREATED_AT] = row["created_at"].strftime(SQLITE_TIME)
+    values[IS_STREAM] = int(bool(row["is_stream"]))
+    return values
 
 
 async def insert_sqlite(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -84,7 +88,7 @@ async def insert_sqlite(connection: AsyncConnection, rows: list[dict[str, Any]])
         f"INSERT OR IGNORE INTO {ledger.name} ({', '.join(COLUMN_ORDER)}) VALUES "  # noqa: S608
         + ", ".join([row_marks] * len(rows))
     )
-    params = tuple(value for row in rows for value in sqlite_values(row))
+    params = tuple(chain.from_iterable(sqlite_values(row) for row in rows))
     await connection.exec_driver_sql(statement, params)
 
 
@@ -114,12 +118,15 @@ def interrupted(reservation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse(data: bytes) -> tuple[list[dict[str, Any]], int]:
+def parse(data: bytes, *, settled_only: bool = False) -> tuple[list[dict[str, Any]], int]:
     """The complete entries in `data` and how many bytes they span (a trailing partial line
-    is left for later; a line that is not an entry is logged and skipped)."""
+    is left for later; a line that is not an entry is logged and skipped). `settled_only`
+    skips reservations unread."""
     end = data.rfind(b"\n") + 1
     entries = []
     for line in data[:end].splitlines():
+        if settled_only and line.startswith(RESERVATION_START):
+            continue
         try:
             entry = orjson.loads(line)
             if entry.get("kind") in (RESERVE, SETTLE) and entry.get("entry_id"):
@@ -193,7 +200,7 @@ class Shipper:
             with segment.path.open("rb") as file:
                 file.seek(segment.shipped)
                 data = file.read(size)
-            entries, used = parse(data)
+            entries, used = parse(data, settled_only=True)
             if used == 0:  # one line longer than a batch: cannot happen for the gateway's lines
                 break
             await self.store(entry for entry in entries if entry["kind"] == SETTLE)
