@@ -10,6 +10,7 @@ import redis.asyncio
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ai_gateway.db.engine import failure_reason
 from ai_gateway.db.migrations import ensure_schema
 from ai_gateway.keys.directory import KeyDirectory
 from ai_gateway.keys.invalidation import publish
@@ -19,6 +20,9 @@ from ai_gateway.limits.admission import Admission
 from ai_gateway.usage.shipper import Shipper
 
 log = structlog.get_logger(__name__)
+
+RECOVERY_S = 10.0
+"""The longest start-up waits to ship a dead process's journal before serving."""
 
 
 class Runtime:
@@ -52,6 +56,7 @@ class Runtime:
         await self.directory.reload()
         self._tasks.append(asyncio.create_task(self.directory.keep_fresh(self.refresh_s)))
         if self.shipper is not None:
+            await self.recover_journals()
             self._tasks.append(asyncio.create_task(self.shipper.run()))
         if self.redis is not None:
             changes = subscribe(self.redis, self.redis_prefix, on_reconnect=self.directory.reload)
@@ -70,6 +75,17 @@ class Runtime:
             except Exception:
                 log.warning("key_change_not_announced", scope=change.scope.value, id=change.id)
 
+    async def recover_journals(self) -> None:
+        """Ship what dead processes left in the journal before serving, so that budgets seeded
+        from the ledger count it (best effort, bounded: the shipper goes on with the rest)."""
+        if self.shipper is None:
+            return
+        try:
+            async with asyncio.timeout(RECOVERY_S):
+                await self.shipper.ship_orphans()
+        except Exception as exc:
+            log.warning("usage_recovery_incomplete", reason=failure_reason(exc))
+
     async def ship_last(self) -> None:
         """Ship what the journal still holds and release it (what cannot be shipped now is
         shipped at the next start)."""
@@ -78,7 +94,7 @@ class Runtime:
         try:
             await self.shipper.ship_own()
         except Exception as exc:
-            log.warning("usage_not_shipped", reason=str(exc).splitlines()[0])
+            log.warning("usage_not_shipped", reason=failure_reason(exc))
         self.shipper.journal.close()
 
     async def stop(self) -> None:

@@ -355,3 +355,15 @@ async def test_a_budget_s_soft_threshold_is_counted_once_per_period(tmp_path: Pa
     assert (first.status_code, second.status_code) == (200, 429)
     assert second.json()["error"]["code"] == "budget_exceeded"
     assert scrape.value("ai_gateway_budget_soft_limit_reached_total", scope="key") == 1
+
+
+async def test_an_accept_header_the_exposition_cannot_read_gets_the_text_format(
+    tmp_path: Path,
+) -> None:
+    async with gateway(tmp_path) as gw:
+        response = await gw.http.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=abc"}
+        )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")

@@ -3,6 +3,7 @@ shipped as they are written; a dead process's segments are shipped whole, their 
 reservations as `interrupted` entries; shipping twice stores each entry once; a database that
 cannot be reached loses nothing; a full journal refuses new requests."""
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,9 +13,9 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ai_gateway.db.engine import create_engine, database_url
+from ai_gateway.db.engine import create_engine, database_url, failure_reason
 from ai_gateway.db.migrations import ensure_schema
-from ai_gateway.usage.journal import Journal, JournalFull
+from ai_gateway.usage.journal import Journal, JournalFull, JournalUnwritable
 from ai_gateway.usage.shipper import Shipper
 from tests.db.databases import KINDS, fresh_database, opened
 from tests.usage.ledger_rows import ledger_rows
@@ -271,3 +272,41 @@ def test_a_refused_reservation_leaves_the_request_unaccounted(tmp_path: Path) ->
     assert record.entry_id is None
     ledger.settle(record)
     assert full.segments[0].size == len(reservation("a"))  # nothing more was written
+
+
+def test_a_failed_append_is_cut_back_so_the_next_entry_stays_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = journal(tmp_path / "j")
+    own.reserve("a", reservation("a"))
+    real_write = os.write
+
+    def half_then_full_disk(fd: int, data: bytes) -> int:
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full_disk)
+    with pytest.raises(JournalUnwritable):
+        own.settle("a", settlement("a"))
+    monkeypatch.setattr(os, "write", real_write)
+    own.settle("a", settlement("a"))
+
+    lines = own.segments[0].path.read_bytes().splitlines()
+    assert [orjson.loads(line)["kind"] for line in lines] == ["reserve", "settle"]
+
+
+async def test_a_damaged_entry_is_skipped_and_the_rest_shipped(
+    tmp_path: Path, engine: AsyncEngine, database: str
+) -> None:
+    dead = journal(tmp_path / "j")
+    dead.settle("x", orjson.dumps({"kind": "settle", "entry_id": "x"}) + b"\n")  # no created_at
+    dead.settle("a", settlement("a"))
+    dead.close()
+
+    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+
+    assert [row["entry_id"] for row in await ledger_rows(database)] == ["a"]
+
+
+def test_an_empty_driver_message_still_names_the_failure() -> None:
+    assert failure_reason(TimeoutError()) == "TimeoutError"

@@ -188,3 +188,33 @@ async def test_with_the_ledger_off_nothing_is_journaled_or_stored(tmp_path: Path
 
     assert await ledger_rows(f"sqlite:///{tmp_path / 'gateway.db'}") == []
     assert not (tmp_path / "journal").exists()
+
+
+async def test_an_absurd_max_tokens_is_journaled_capped_not_a_500(tmp_path: Path) -> None:
+    settings = ledger_settings(tmp_path)
+    provider = FakeProvider()
+    async with started_app(settings, Registry({provider.name: provider})) as http:
+        answer = await http.post("/v1/chat/completions", json=body(max_tokens=2**70, n=3))
+    assert answer.status_code != 500
+
+    rows = await ledger_rows(f"sqlite:///{tmp_path / 'gateway.db'}")
+    assert all(row["reserved_tokens"] <= 2**31 - 1 for row in rows)
+
+
+async def test_refusals_are_not_journaled_past_the_journal_s_bound(tmp_path: Path) -> None:
+    settings = ledger_settings(tmp_path, usage_journal_max_bytes=1, usage_ship_interval_s=60)
+    provider = FakeProvider()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with started_app(settings, Registry({provider.name: provider})) as http:
+        issued = await http.post(
+            "/admin/v1/keys", json={"name": "one-rpm", "rpm_limit": 1}, headers=admin
+        )
+        caller = {"Authorization": f"Bearer {issued.json()['key']}"}
+        first = await http.post("/v1/chat/completions", json=body(), headers=caller)
+        second = await http.post("/v1/chat/completions", json=body(), headers=caller)
+        third = await http.post("/v1/chat/completions", json=body(), headers=caller)
+
+    assert first.status_code == 200  # the journal was empty: under its bound
+    assert (second.status_code, third.status_code) == (429, 429)
+    rows = await ledger_rows(f"sqlite:///{tmp_path / 'gateway.db'}")
+    assert [row["status"] for row in rows] == ["200"]

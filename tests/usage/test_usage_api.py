@@ -244,3 +244,10 @@ async def test_without_admin_keys_there_is_no_page_and_no_usage_api(tmp_path: Pa
 
     assert page.status_code == 404
     assert usage.status_code == 404
+
+
+async def test_a_since_at_the_edge_of_the_calendar_is_a_400(http: httpx.AsyncClient) -> None:
+    response = await http.get("/admin/v1/usage?since=9999-12-31T23:59:59-05:00")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "since"

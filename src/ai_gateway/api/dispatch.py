@@ -174,9 +174,11 @@ class Gateway:
         finally:
             for task in watch:
                 task.cancel()
-            self.ledger.settle(record)
-            if record.ticket is not None:
-                record.ticket.settle(record)
+            try:
+                self.ledger.settle(record)
+            finally:
+                if record.ticket is not None:
+                    record.ticket.settle(record)
 
     async def _respond(
         self, request: Request, record: RequestRecord, watch: list["asyncio.Task[None]"]

@@ -87,4 +87,5 @@ def configure_sqlite(connection: Any, _record: Any) -> None:
 
 def failure_reason(error: BaseException) -> str:
     """What the database driver said (not SQLAlchemy's wrapping with the statement), first line."""
-    return str(getattr(error, "orig", None) or error).splitlines()[0]
+    text = str(getattr(error, "orig", None) or error)
+    return (text.splitlines() or [type(error).__name__])[0]

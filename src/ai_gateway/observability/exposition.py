@@ -81,5 +81,8 @@ class MetricsEndpoint:
         self._refresh()
         if self.directory is not None:
             forget_dead_workers(self.directory)
-        encode, content_type = choose_encoder(call.request.headers.get("accept", ""))
+        try:
+            encode, content_type = choose_encoder(call.request.headers.get("accept", ""))
+        except (TypeError, ValueError):  # an Accept it cannot read: the plain text format
+            encode, content_type = choose_encoder("")
         return Response(encode(self.registry), media_type=content_type)

@@ -12,6 +12,7 @@ The journal is bounded: past `max_bytes` not yet shipped (the database is unreac
 requests are refused with a 503 rather than served without a record.
 """
 
+import contextlib
 import fcntl
 import os
 import time
@@ -27,6 +28,7 @@ from ai_gateway.errors import ServiceUnavailable
 log = structlog.get_logger(__name__)
 
 SUFFIX = ".jsonl"
+NEW_SUFFIX = ".new"
 
 
 class JournalRefusal(ServiceUnavailable):
@@ -110,9 +112,13 @@ class Journal:
         """Bytes written and not yet shipped."""
         return sum(segment.size - segment.shipped for segment in self.segments)
 
+    def is_full(self) -> bool:
+        """Whether more than `max_bytes` wait to be shipped."""
+        return bool(self.max_bytes) and self.pending_bytes() > self.max_bytes
+
     def reserve(self, entry_id: str, line: bytes) -> None:
         """Journal a reservation; refused (503) while too much waits to be shipped."""
-        if self.max_bytes and self.pending_bytes() > self.max_bytes:
+        if self.is_full():
             raise JournalFull(
                 "The gateway cannot record usage right now (its usage journal is full while "
                 "the database is unreachable). Retry later."
@@ -140,6 +146,7 @@ class Journal:
                 os.fsync(segment.fd)
         except OSError as exc:
             log.error("usage_journal_unwritable", directory=str(self.directory), reason=str(exc))
+            self._cut_back()
             raise JournalUnwritable(
                 "The gateway cannot record usage right now (its usage journal cannot be "
                 "written). Retry later."
@@ -149,15 +156,27 @@ class Journal:
         segment.size += len(line)
         return segment
 
+    def _cut_back(self) -> None:
+        """After a failed append, the current segment cut back to its last whole entry (this
+        process is its only writer), so no fragment glues itself to the next line."""
+        if self.segments:
+            segment = self.segments[-1]
+            with contextlib.suppress(OSError):
+                os.ftruncate(segment.fd, segment.size)
+
     def _open_segment(self) -> Segment:
         """A new segment file, locked for this process's life."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._count += 1
         path = self.directory / f"{self.owner}.{self._count:06d}{SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        # Created under a name the shipper does not read, locked, then named: no other process
+        # can take a new segment for a dead one's.
+        hidden = path.with_name(path.name + NEW_SUFFIX)
+        fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         if not lock(fd):  # a new file nobody else knows: cannot happen, but never write unlocked
             os.close(fd)
-            raise RuntimeError(f"journal segment {path} is locked by another process")
+            raise OSError(f"journal segment {path} is locked by another process")
+        os.rename(hidden, path)
         segment = Segment(path, fd)
         # A journal dropped without close() (an app never started or stopped) frees its file.
         segment.closer = weakref.finalize(segment, os.close, fd)

@@ -16,6 +16,8 @@ from ai_gateway.routing.route import Route
 from ai_gateway.schemas import ChatCompletionRequest, Usage
 from ai_gateway.usage.journal import Journal, JournalRefusal, JournalUnwritable
 
+MAX_COUNT = 2**31 - 1
+"""The largest count journaled: an INTEGER column's, far below what JSON encoding refuses."""
 REJECTED = "rejected"
 INTERRUPTED = "interrupted"
 RESERVE = "reserve"
@@ -51,6 +53,11 @@ def status_of(record: RequestRecord) -> tuple[str, int | None]:
     return (str(status) if status is not None else INTERRUPTED), status
 
 
+def capped(count: int | None) -> int | None:
+    """A count an upstream reported, within what the ledger stores."""
+    return None if count is None else max(min(count, MAX_COUNT), -MAX_COUNT)
+
+
 def token_details(usage: Usage | None) -> tuple[int | None, int | None]:
     """(cached prompt tokens, reasoning tokens) where the upstream reported them."""
     if usage is None:
@@ -81,6 +88,7 @@ class Ledger:
         """Before the upstream call: the request's most tokens and cost, journaled (a crash
         before its settle turns this into an `interrupted` entry carrying the estimate)."""
         total, prompt = estimate(body, default_completion_tokens=self.default_completion_tokens)
+        total = min(total, MAX_COUNT)
         record.entry_id = new_entry_id()
         record.route, record.is_stream = route.name, body.is_streaming
         record.reserved_tokens = total
@@ -93,7 +101,10 @@ class Ledger:
                 raise
 
     def reject(self, record: RequestRecord, route: Route, body: ChatCompletionRequest) -> None:
-        """A limit or budget refused the request: it is accounted, as `rejected`."""
+        """A limit or budget refused the request: it is accounted, as `rejected` (unless the
+        journal is over its bound: refusals cost nothing and must not fill the disk)."""
+        if self.journal is not None and self.journal.is_full():
+            return
         record.entry_id = new_entry_id()
         record.route, record.is_stream = route.name, body.is_streaming
         record.is_rejected = True
@@ -138,10 +149,10 @@ class Ledger:
                 "http_status": http_status,
                 "error_code": error_code,
                 "attempts": record.attempts,
-                "prompt_tokens": usage.prompt_tokens if usage else None,
-                "completion_tokens": usage.completion_tokens if usage else None,
-                "cached_tokens": cached,
-                "reasoning_tokens": reasoning,
+                "prompt_tokens": capped(usage.prompt_tokens) if usage else None,
+                "completion_tokens": capped(usage.completion_tokens) if usage else None,
+                "cached_tokens": capped(cached),
+                "reasoning_tokens": capped(reasoning),
                 "cost_usd": record.cost_usd,
                 "latency_ms": record.elapsed_ms(),
                 "ttft_ms": record.first_byte_ms,

@@ -91,9 +91,12 @@ def window_start(value: object, *, now: datetime | None = None) -> datetime:
             start = start if start.tzinfo else start.replace(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise ValueError(f"must be {SINCE_FORMS}") from None
-    if now - start > MAX_WINDOW:
-        raise ValueError(f"may reach back at most {MAX_WINDOW.days} days")
-    return start.astimezone(UTC)
+    try:
+        if now - start > MAX_WINDOW:
+            raise ValueError(f"may reach back at most {MAX_WINDOW.days} days")
+        return start.astimezone(UTC)
+    except OverflowError:  # a time at the edge of what datetime holds
+        raise ValueError(f"must be {SINCE_FORMS}") from None
 
 
 Since = Annotated[datetime, BeforeValidator(window_start)]

@@ -108,6 +108,19 @@ def row_of(entry: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def checked_row(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The entry's row; None (logged) for an entry damaged past use (a file cut or edited):
+    one such entry must not stop every later one from being shipped."""
+    try:
+        row = row_of(entry)
+        if not isinstance(row["entry_id"], str) or not isinstance(row["status"], str):
+            raise TypeError("entry_id and status must be text")
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        log.warning("usage_journal_entry_skipped", reason=str(exc)[:200])
+        return None
+    return row
+
+
 def interrupted(reservation: dict[str, Any]) -> dict[str, Any]:
     """The entry for a reservation its process never settled: cut short by a crash."""
     return {
@@ -247,7 +260,7 @@ class Shipper:
 
     async def store(self, entries: Iterable[dict[str, Any]]) -> None:
         """Insert the entries' rows, each entry id once whatever was stored before."""
-        rows = [row_of(entry) for entry in entries]
+        rows = [row for row in map(checked_row, entries) if row is not None]
         if not rows:
             return
         is_postgresql = self.engine.dialect.name == "postgresql"
