@@ -14,7 +14,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_cli_process import base_env, free_port, gateway_command
-from tests.e2e.test_replicas import fresh_postgres
+from tests.e2e.test_replicas import fresh_postgres, migrate
 from tests.fake_upstream import FakeUpstream, RecordedRequest, Reply, json_reply, sse_reply
 from tests.fakes import GATEWAY_KEY, MODEL, UPSTREAM_KEY, completion_payload
 from tests.usage.ledger_rows import ledger_rows
@@ -186,16 +185,7 @@ def test_every_request_the_upstream_saw_has_exactly_one_ledger_entry_across_cras
         USAGE_JOURNAL_DIR=str(tmp_path / "journal"),
         LOG_FORMAT="json",
     )
-    upgrade = subprocess.run(  # our own interpreter and module
-        [sys.executable, "-m", "ai_gateway", "db", "upgrade"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert upgrade.returncode == 0, upgrade.stderr
+    migrate(env, tmp_path)
     outcomes = Outcomes()
     try:
         for run in range(KILLS):

@@ -152,6 +152,20 @@ def fresh_postgres() -> Iterator[str]:
         loop.close()
 
 
+def migrate(env: dict[str, str], directory: Path) -> None:
+    """`ai-gateway db upgrade` with the gateway's environment; it must succeed."""
+    upgrade = subprocess.run(  # our own interpreter and module
+        [sys.executable, "-m", "ai_gateway", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=directory,
+        check=False,
+    )
+    assert upgrade.returncode == 0, upgrade.stderr
+
+
 def gateway_env(**extra: str) -> dict[str, str]:
     """A replica's environment: real mode against the fake upstream, JSON logs."""
     return base_env(
@@ -180,16 +194,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             CEREBRAS_BASE_URL=upstream.url,
             KEY_CACHE_REFRESH_S="300",
         )
-        upgrade = subprocess.run(  # our own interpreter and module
-            [sys.executable, "-m", "ai_gateway", "db", "upgrade"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=root,
-            check=False,
-        )
-        assert upgrade.returncode == 0, upgrade.stderr
+        migrate(env, root)
         replicas: list[Replica] = []
         try:
             for index in range(REPLICAS):

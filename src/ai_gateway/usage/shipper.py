@@ -39,7 +39,6 @@ ROWS_PER_INSERT = 500
 """Rows per statement: 500 x 23 columns stays under both databases' bound-parameter limits
 (SQLite 32,766, PostgreSQL 32,767)."""
 MAX_BACKOFF_S = 30.0
-COLUMNS = frozenset(column.name for column in ledger.columns)
 COLUMN_ORDER = tuple(column.name for column in ledger.columns)
 CREATED_AT, IS_STREAM = COLUMN_ORDER.index("created_at"), COLUMN_ORDER.index("is_stream")
 RESERVATION_START = b'{"kind":"' + RESERVE.encode() + b'"'
@@ -95,7 +94,7 @@ async def insert_sqlite(connection: AsyncConnection, rows: list[dict[str, Any]])
 def row_of(entry: dict[str, Any]) -> dict[str, Any]:
     """A journal entry as a ledger row (every column present; times as UTC datetimes; text
     cut to its column's length, so no value can make a batch fail again at every retry)."""
-    row = {name: entry.get(name) for name in COLUMNS}
+    row = {name: entry.get(name) for name in COLUMN_ORDER}
     row["created_at"] = datetime.fromtimestamp(float(entry["created_at"]), UTC)
     for name, length in TEXT_LENGTHS.items():
         value = row[name]
