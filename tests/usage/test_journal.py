@@ -15,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ai_gateway.db.engine import create_engine, database_url, failure_reason
 from ai_gateway.db.migrations import ensure_schema
+from ai_gateway.usage.entry import RESERVE, SETTLE, Entry, line_of
 from ai_gateway.usage.journal import Journal, JournalFull, JournalUnwritable
 from ai_gateway.usage.shipper import Shipper
+from ai_gateway.usage.tables import ledger
 from tests.db.databases import KINDS, fresh_database, opened
 from tests.usage.ledger_rows import ledger_rows
 
@@ -28,39 +30,52 @@ def journal(directory: Path, **overrides: Any) -> Journal:
     return Journal(directory, **(values | overrides))
 
 
+RESERVED = Entry(
+    entry_id="",
+    request_id="",
+    created_at=1_790_000_000.5,
+    key_id="key-1",
+    team="team-1",
+    route="fast",
+    provider=None,
+    model=None,
+    status=None,
+    http_status=None,
+    error_code=None,
+    is_stream=True,
+    attempts=None,
+    prompt_tokens=None,
+    completion_tokens=None,
+    cached_tokens=None,
+    reasoning_tokens=None,
+    cost_usd=None,
+    reserved_tokens=1030,
+    reserved_cost_usd=0.002,
+    latency_ms=None,
+    ttft_ms=None,
+)
+SETTLED = RESERVED._replace(
+    provider="cerebras",
+    model="llama3.1-8b",
+    status="200",
+    http_status=200,
+    attempts=1,
+    prompt_tokens=6,
+    completion_tokens=20,
+    cost_usd=0.0000026,
+    latency_ms=12.5,
+    ttft_ms=3.25,
+)
+
+
 def reservation(entry_id: str, **fields: Any) -> bytes:
-    entry = {
-        "kind": "reserve",
-        "entry_id": entry_id,
-        "request_id": f"req-{entry_id}",
-        "created_at": 1_790_000_000.5,
-        "key_id": "key-1",
-        "team": "team-1",
-        "route": "fast",
-        "is_stream": True,
-        "reserved_tokens": 1030,
-        "reserved_cost_usd": 0.002,
-        **fields,
-    }
-    return orjson.dumps(entry) + b"\n"
+    entry = RESERVED._replace(entry_id=entry_id, request_id=f"req-{entry_id}", **fields)
+    return line_of(RESERVE, entry)
 
 
 def settlement(entry_id: str, **fields: Any) -> bytes:
-    entry = orjson.loads(reservation(entry_id)) | {
-        "kind": "settle",
-        "provider": "cerebras",
-        "model": "llama3.1-8b",
-        "status": "200",
-        "http_status": 200,
-        "attempts": 1,
-        "prompt_tokens": 6,
-        "completion_tokens": 20,
-        "cost_usd": 0.0000026,
-        "latency_ms": 12.5,
-        "ttft_ms": 3.25,
-        **fields,
-    }
-    return orjson.dumps(entry) + b"\n"
+    entry = SETTLED._replace(entry_id=entry_id, request_id=f"req-{entry_id}", **fields)
+    return line_of(SETTLE, entry)
 
 
 @pytest.fixture(params=KINDS)
@@ -104,7 +119,7 @@ async def test_a_live_process_ships_its_settled_entries_and_keeps_its_reservatio
 async def test_a_dead_process_s_segments_are_shipped_whole_with_its_interrupted_requests(
     tmp_path: Path, engine: AsyncEngine, database: str
 ) -> None:
-    dead = journal(tmp_path / "j", segment_bytes=600)  # small: its entries span several segments
+    dead = journal(tmp_path / "j", segment_bytes=300)  # small: its entries span several segments
     for entry_id in ("a", "b", "c", "d"):
         dead.reserve(entry_id, reservation(entry_id))
     dead.settle("a", settlement("a"))
@@ -203,7 +218,7 @@ async def test_a_database_that_cannot_be_reached_loses_nothing(tmp_path: Path) -
 
 
 def test_a_full_journal_refuses_new_reservations_until_shipped(tmp_path: Path) -> None:
-    own = journal(tmp_path / "j", max_bytes=300)
+    own = journal(tmp_path / "j", max_bytes=250)
     own.reserve("a", reservation("a"))
     own.reserve("b", reservation("b"))
 
@@ -216,7 +231,7 @@ def test_a_full_journal_refuses_new_reservations_until_shipped(tmp_path: Path) -
 
 
 def test_segments_roll_over_and_each_stays_until_its_reservations_settle(tmp_path: Path) -> None:
-    own = journal(tmp_path / "j", segment_bytes=150)
+    own = journal(tmp_path / "j", segment_bytes=100)
     own.reserve("a", reservation("a"))
     own.reserve("b", reservation("b"))  # the first segment is full: b starts the second
 
@@ -292,14 +307,15 @@ def test_a_failed_append_is_cut_back_so_the_next_entry_stays_whole(
     own.settle("a", settlement("a"))
 
     lines = own.segments[0].path.read_bytes().splitlines()
-    assert [orjson.loads(line)["kind"] for line in lines] == ["reserve", "settle"]
+    assert [orjson.loads(line)[0] for line in lines] == ["reserve", "settle"]
 
 
 async def test_a_damaged_entry_is_skipped_and_the_rest_shipped(
     tmp_path: Path, engine: AsyncEngine, database: str
 ) -> None:
     dead = journal(tmp_path / "j")
-    dead.settle("x", orjson.dumps({"kind": "settle", "entry_id": "x"}) + b"\n")  # no created_at
+    dead.settle("x", orjson.dumps(["settle", "x"]) + b"\n")  # cut short
+    dead.settle("y", settlement("y", created_at="yesterday"))  # edited
     dead.settle("a", settlement("a"))
     dead.close()
 
@@ -310,3 +326,11 @@ async def test_a_damaged_entry_is_skipped_and_the_rest_shipped(
 
 def test_an_empty_driver_message_still_names_the_failure() -> None:
     assert failure_reason(TimeoutError()) == "TimeoutError"
+
+
+def test_a_journal_line_holds_the_ledger_table_s_columns_in_their_order() -> None:
+    assert Entry._fields == tuple(column.name for column in ledger.columns)
+    assert orjson.loads(settlement("a")) == [
+        SETTLE,
+        *SETTLED._replace(entry_id="a", request_id="req-a"),
+    ]

@@ -8,20 +8,22 @@ import random
 import time
 from typing import Any, Protocol
 
-import orjson
-
 from ai_gateway.api.record import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, RequestRecord
 from ai_gateway.limits.estimate import estimate
 from ai_gateway.routing.route import Route
 from ai_gateway.schemas import ChatCompletionRequest, Usage
+from ai_gateway.usage.entry import INTERRUPTED, MAX_COUNT, RESERVE, SETTLE, Entry, line_of
 from ai_gateway.usage.journal import Journal, JournalRefusal, JournalUnwritable
 
-MAX_COUNT = 2**31 - 1
-"""The largest count journaled: an INTEGER column's, far below what JSON encoding refuses."""
 REJECTED = "rejected"
-INTERRUPTED = "interrupted"
-RESERVE = "reserve"
-SETTLE = "settle"
+NO_OUTCOME: dict[str, Any] = dict.fromkeys(
+    (
+        "provider", "model", "status", "http_status", "error_code", "attempts", "prompt_tokens",
+        "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "latency_ms",
+        "ttft_ms",
+    )
+)  # fmt: skip
+"""A reservation's columns that only its settled entry knows."""
 
 
 class Pricing(Protocol):
@@ -124,10 +126,9 @@ class Ledger:
 
     @staticmethod
     def _line(kind: str, record: RequestRecord) -> bytes:
-        """One journal line: the ledger row's columns as JSON (times as Unix seconds)."""
+        """One journal line: the ledger row's values (a reservation's without the outcome)."""
         caller, usage = record.caller, record.usage
-        row: dict[str, Any] = {
-            "kind": kind,
+        known: dict[str, Any] = {
             "entry_id": record.entry_id,
             "request_id": record.request_id,
             "created_at": record.wall_started,
@@ -138,23 +139,24 @@ class Ledger:
             "reserved_tokens": record.reserved_tokens,
             "reserved_cost_usd": record.reserved_cost_usd,
         }
-        if kind == SETTLE:
-            status, http_status = status_of(record)
-            cached, reasoning = token_details(usage)
-            error_code = CLIENT_CLOSED if record.is_client_closed else record.error_code
-            row |= {
-                "provider": record.provider,
-                "model": record.model,
-                "status": status,
-                "http_status": http_status,
-                "error_code": error_code,
-                "attempts": record.attempts,
-                "prompt_tokens": capped(usage.prompt_tokens) if usage else None,
-                "completion_tokens": capped(usage.completion_tokens) if usage else None,
-                "cached_tokens": capped(cached),
-                "reasoning_tokens": capped(reasoning),
-                "cost_usd": record.cost_usd,
-                "latency_ms": record.elapsed_ms(),
-                "ttft_ms": record.first_byte_ms,
-            }
-        return orjson.dumps(row) + b"\n"
+        if kind == RESERVE:
+            return line_of(kind, Entry(**known, **NO_OUTCOME))
+        status, http_status = status_of(record)
+        cached, reasoning = token_details(usage)
+        entry = Entry(
+            **known,
+            provider=record.provider,
+            model=record.model,
+            status=status,
+            http_status=http_status,
+            error_code=CLIENT_CLOSED if record.is_client_closed else record.error_code,
+            attempts=record.attempts,
+            prompt_tokens=capped(usage.prompt_tokens) if usage else None,
+            completion_tokens=capped(usage.completion_tokens) if usage else None,
+            cached_tokens=capped(cached),
+            reasoning_tokens=capped(reasoning),
+            cost_usd=record.cost_usd,
+            latency_ms=record.elapsed_ms(),
+            ttft_ms=record.first_byte_ms,
+        )
+        return line_of(kind, entry)

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ai_gateway.errors import InvalidRequest
 from ai_gateway.keys.payloads import validated
 from ai_gateway.keys.tables import ID_LENGTH, NAME_LENGTH
-from ai_gateway.usage.ledger import INTERRUPTED, REJECTED
+from ai_gateway.usage.entry import INTERRUPTED
+from ai_gateway.usage.ledger import REJECTED
 from ai_gateway.usage.tables import ENTRY_ID_LENGTH, MODEL_LENGTH, STATUS_LENGTH, ledger
 
 MAX_WINDOW: Final = timedelta(days=400)
