@@ -124,6 +124,7 @@ def create_app(
         default_completion_tokens=settings.default_completion_tokens,
         budgets=budget_gate(settings, client, engine, prices),
     )
+    observability = build_observability(settings, router, lag=shipper)
     runtime = Runtime(
         engine=engine,
         directory=directory,
@@ -133,6 +134,7 @@ def create_app(
         redis_prefix=settings.redis_prefix,
         refresh_s=settings.key_cache_refresh_s,
         close_providers=registry.aclose if owns_registry else None,
+        shared_metrics=observability.shared,
     )
     endpoints = Endpoints(
         router,
@@ -147,7 +149,6 @@ def create_app(
         if admin_keys
         else None
     )
-    observability = build_observability(settings, router, lag=shipper)
     if admission.budgets is not None:
         admission.budgets.soft.on_reached = observability.count_soft_limit
     return Gateway(

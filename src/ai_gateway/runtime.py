@@ -1,6 +1,7 @@
 """Runtime: what the gateway opens at start-up and closes at shutdown, beside the requests:
 the database (its schema checked, SQLite's brought up to date), the key directory's background
-refresh and its Redis subscription, the limiter's pending settles, Redis and the providers."""
+refresh and its Redis subscription, the limiter's pending settles, the usage shipper, the
+metrics a worker shares with the others, Redis and the providers."""
 
 import asyncio
 import contextlib
@@ -17,6 +18,7 @@ from ai_gateway.keys.invalidation import publish
 from ai_gateway.keys.records import Change
 from ai_gateway.keys.subscription import subscribe
 from ai_gateway.limits.admission import Admission
+from ai_gateway.observability.shared import SharedMetrics
 from ai_gateway.usage.shipper import Shipper
 
 log = structlog.get_logger(__name__)
@@ -39,6 +41,7 @@ class Runtime:
         redis_prefix: str,
         refresh_s: float,
         close_providers: Callable[[], Awaitable[None]] | None,
+        shared_metrics: SharedMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.directory = directory
@@ -48,6 +51,7 @@ class Runtime:
         self.redis_prefix = redis_prefix
         self.refresh_s = refresh_s
         self.close_providers = close_providers
+        self.shared_metrics = shared_metrics
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -58,6 +62,8 @@ class Runtime:
         if self.shipper is not None:
             await self.recover_journals()
             self._tasks.append(asyncio.create_task(self.shipper.run()))
+        if self.shared_metrics is not None:
+            self._tasks.append(asyncio.create_task(self.shared_metrics.run()))
         if self.redis is not None:
             changes = subscribe(self.redis, self.redis_prefix, on_reconnect=self.directory.reload)
             self._tasks.append(asyncio.create_task(self.directory.follow(changes)))
@@ -112,6 +118,8 @@ class Runtime:
             log.warning("last_used_not_written", exc_info=True)
         await self.admission.aclose()
         await self.ship_last()
+        if self.shared_metrics is not None:
+            self.shared_metrics.publish()  # this worker's last figures
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()

@@ -3,16 +3,13 @@ kinds, breaker state changes, dead workers' gauges and the workers' shared direc
 
 import asyncio
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from ai_gateway.api.record import RequestRecord
 from ai_gateway.config.file import BreakerConfig
 from ai_gateway.errors import InvalidRequest, UpstreamTimeout
-from ai_gateway.observability.exposition import MULTIPROC_VARIABLE, forget_dead_workers
+from ai_gateway.observability.exposition import SHARED_DIRECTORY_VARIABLE
 from ai_gateway.observability.labels import ErrorTypes, NameBound, gateway_error_codes
 from ai_gateway.observability.workers import shared_metrics_directory
 from ai_gateway.routing.attempts import AttemptKind, Attempts
@@ -101,34 +98,18 @@ def test_a_board_tells_its_watcher_of_current_states_then_of_changes() -> None:
     assert seen == [("a/m", State.CLOSED), ("b/m", State.OPEN), ("b/m", State.HALF_OPEN)]
 
 
-def test_dead_workers_live_gauges_are_dropped(tmp_path: Path) -> None:
-    script = "import os; print(os.getpid())"
-    exited = subprocess.run(  # noqa: S603  # our own interpreter
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    dead, alive = int(exited.stdout), os.getpid()
-    for pid in (dead, alive):
-        (tmp_path / f"gauge_livemax_{pid}.db").write_bytes(b"")
-        (tmp_path / f"counter_{pid}.db").write_bytes(b"")
-
-    assert forget_dead_workers(tmp_path) == [dead]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"counter_{dead}.db", f"counter_{alive}.db", f"gauge_livemax_{alive}.db"]
-    )
-
-
 def test_several_workers_get_a_fresh_directory_removed_afterwards(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(MULTIPROC_VARIABLE, raising=False)
+    monkeypatch.delenv(SHARED_DIRECTORY_VARIABLE, raising=False)
     with shared_metrics_directory(1) as none:
         assert none is None
-        assert MULTIPROC_VARIABLE not in os.environ
+        assert SHARED_DIRECTORY_VARIABLE not in os.environ
     with shared_metrics_directory(2) as directory:
         assert directory is not None
-        assert os.environ[MULTIPROC_VARIABLE] == str(directory)
+        assert os.environ[SHARED_DIRECTORY_VARIABLE] == str(directory)
         assert list(directory.iterdir()) == []
-        (directory / "counter_1.db").write_bytes(b"")
+        (directory / "metrics-1.json").write_bytes(b"{}")
 
     assert not directory.exists()
-    assert MULTIPROC_VARIABLE not in os.environ
+    assert SHARED_DIRECTORY_VARIABLE not in os.environ

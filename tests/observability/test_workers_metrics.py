@@ -1,16 +1,18 @@
 """`ai-gateway serve --workers 2` as a real process: requests spread over both workers, and
-/metrics, whichever worker answers it, counts every one of them (prometheus-client's
-multiprocess mode over a directory the server makes and removes)."""
+/metrics, whichever worker answers it, counts every one of them once each worker has published
+its figures (files in a directory the server makes and removes)."""
 
 import asyncio
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from ai_gateway.observability.shared import PUBLISH_INTERVAL_S
 from tests.e2e.test_cli_process import free_port, gateway_command, wait_until_healthy
 from tests.e2e.test_workers_limits import (
     PER_WORKER,
@@ -50,6 +52,7 @@ def test_metrics_of_two_workers_add_up_to_every_request(tmp_path: Path) -> None:
             during = metrics_directories() - before
             connections = connections_to_each_worker(process.pid, port)
             answers = asyncio.run(send_all(connections, GATEWAY_KEY))
+            time.sleep(PUBLISH_INTERVAL_S * 1.5)  # each worker has published its figures
             scrapes = [
                 Scrape.parse(httpx.get(f"{url}/metrics", headers={"Connection": "close"}).text)
                 for _ in range(SCRAPES)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ai_gateway.db.engine import create_engine, database_url, failure_reason
 from ai_gateway.db.migrations import ensure_schema
-from ai_gateway.usage.entry import RESERVE, SETTLE, Entry, line_of
+from ai_gateway.usage.entry import RESERVE, RESERVED_COLUMNS, SETTLE, Entry, line_of
 from ai_gateway.usage.journal import Journal, JournalFull, JournalUnwritable
 from ai_gateway.usage.shipper import Shipper
 from ai_gateway.usage.tables import ledger
@@ -70,12 +70,12 @@ SETTLED = RESERVED._replace(
 
 def reservation(entry_id: str, **fields: Any) -> bytes:
     entry = RESERVED._replace(entry_id=entry_id, request_id=f"req-{entry_id}", **fields)
-    return line_of(RESERVE, entry)
+    return line_of(RESERVE, entry[:RESERVED_COLUMNS], entry[RESERVED_COLUMNS:])
 
 
 def settlement(entry_id: str, **fields: Any) -> bytes:
     entry = SETTLED._replace(entry_id=entry_id, request_id=f"req-{entry_id}", **fields)
-    return line_of(SETTLE, entry)
+    return line_of(SETTLE, entry[:RESERVED_COLUMNS], entry[RESERVED_COLUMNS:])
 
 
 @pytest.fixture(params=KINDS)
@@ -328,9 +328,13 @@ def test_an_empty_driver_message_still_names_the_failure() -> None:
     assert failure_reason(TimeoutError()) == "TimeoutError"
 
 
-def test_a_journal_line_holds_the_ledger_table_s_columns_in_their_order() -> None:
-    assert Entry._fields == tuple(column.name for column in ledger.columns)
-    assert orjson.loads(settlement("a")) == [
-        SETTLE,
-        *SETTLED._replace(entry_id="a", request_id="req-a"),
+def test_a_journal_line_holds_every_column_of_the_ledger_table_the_reservation_s_first() -> None:
+    assert sorted(Entry._fields) == sorted(column.name for column in ledger.columns)
+    entry = SETTLED._replace(entry_id="a", request_id="req-a")
+    assert orjson.loads(settlement("a")) == [SETTLE, *entry]
+    assert orjson.loads(reservation("a")) == [
+        RESERVE,
+        *RESERVED._replace(entry_id="a", request_id="req-a")[:RESERVED_COLUMNS],
+        *[None] * (len(Entry._fields) - RESERVED_COLUMNS),
     ]
+    assert None not in RESERVED[:RESERVED_COLUMNS]  # the reservation's columns come first

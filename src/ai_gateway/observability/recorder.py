@@ -125,8 +125,8 @@ class MetricsObserver:
         self._next_lag_refresh = self._clock() + LAG_REFRESH_S
         if self.lag is not None:
             unshipped, seconds = self.lag.lag()
-            self.metrics.ledger_unshipped.set(unshipped)
-            self.metrics.ledger_lag.set(seconds)
+            self.metrics.ledger_unshipped().set(unshipped)
+            self.metrics.ledger_lag().set(seconds)
 
     def breaker_changed(self, deployment: str, state: State) -> None:
         """A breaker's new state, for deployments with a label of their own."""

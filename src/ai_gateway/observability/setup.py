@@ -5,7 +5,6 @@ a no-op call), and the /metrics endpoint."""
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 
 from ai_gateway.api.routes import Access, Call, Endpoint
@@ -13,11 +12,12 @@ from ai_gateway.config.constants import METRICS_MAX_LEARNED_NAMES
 from ai_gateway.config.settings import Settings
 from ai_gateway.errors import ConfigurationError, NotFound
 from ai_gateway.keys.caller import Subject
-from ai_gateway.observability.exposition import MetricsEndpoint, multiprocess_directory
+from ai_gateway.observability.exposition import MetricsEndpoint, shared_directory
 from ai_gateway.observability.labels import ErrorTypes, NameBound, gateway_error_codes
 from ai_gateway.observability.metrics import GatewayMetrics
 from ai_gateway.observability.observer import RequestObserver
 from ai_gateway.observability.recorder import AttemptMetrics, LagSource, MetricsObserver
+from ai_gateway.observability.shared import SharedMetrics
 from ai_gateway.routing.attempts import AttemptKind, AttemptWatcher
 from ai_gateway.routing.route import Deployment, Route
 from ai_gateway.routing.router import Router
@@ -34,6 +34,9 @@ class Observability:
     metrics_endpoint: Endpoint
     count_soft_limit: Callable[[Subject], None] | None = None
     """Counts a budget's soft threshold crossed (None when metrics are off)."""
+    shared: SharedMetrics | None = None
+    """With several workers, this worker's side of their shared metrics (published by a
+    background task the runtime runs)."""
 
 
 def traces_endpoint(settings: Settings) -> str | None:
@@ -113,9 +116,7 @@ def build_observability(
             observers = (with_tracing(settings, router, endpoint, Unwatched(), errors),)
         return Observability(observers, Endpoint(metrics_off, access=Access.PUBLIC))
     access = metrics_access(settings)
-    is_shared = multiprocess_directory() is not None
-    registry = None if is_shared else CollectorRegistry()
-    metrics = GatewayMetrics(registry, key_labels=settings.metrics_key_labels)
+    metrics = GatewayMetrics(key_labels=settings.metrics_key_labels)
     route_names, model_names = known_names(router)
     names = NameBound(route_names, limit=METRICS_MAX_LEARNED_NAMES)
     models = NameBound(model_names, limit=METRICS_MAX_LEARNED_NAMES)
@@ -144,8 +145,11 @@ def build_observability(
     def count_soft_limit(subject: Subject) -> None:
         metrics.budget_soft_limits(subject.scope.value).inc()
 
-    exposition = MetricsEndpoint.for_process(registry, refresh=refresh)
-    return Observability(observers, Endpoint(exposition.handle, access=access), count_soft_limit)
+    directory = shared_directory()
+    shared = SharedMetrics(metrics, directory) if directory is not None else None
+    exposition = MetricsEndpoint(metrics, refresh=refresh, shared=shared)
+    served = Endpoint(exposition.handle, access=access)
+    return Observability(observers, served, count_soft_limit, shared)
 
 
 def with_tracing(

@@ -1,9 +1,10 @@
 """Entry: one usage-ledger entry, as the journal holds it and the ledger table stores it.
 
-A journal line is a JSON array: the entry's kind (`reserve` or `settle`), then its values in the
-ledger table's column order. Writing one is one `orjson.dumps` of a list, and reading one back
-needs no key look-ups: the shipper checks each value against its column and binds the values
-to the INSERT as they are.
+A journal line is a JSON array: the entry's kind (`reserve` or `settle`), then its values in
+`Entry`'s order: first what is known when the request is reserved, then its outcome (null in a
+reservation). Writing one is one `orjson.dumps` of a list, and reading one back needs no key
+look-ups: the shipper checks each value against its column and binds the values to an INSERT
+that names the columns in this order.
 """
 
 import operator
@@ -26,7 +27,8 @@ refuses)."""
 
 
 class Entry(NamedTuple):
-    """The ledger row's columns, in the table's order (a test holds the two together)."""
+    """The ledger row's columns (a test holds them to the table's): first the reservation's,
+    then the outcome's."""
 
     entry_id: str
     request_id: str
@@ -35,28 +37,30 @@ class Entry(NamedTuple):
     key_id: str | None
     team: str | None
     route: str | None
+    is_stream: bool
+    reserved_tokens: int | None
+    reserved_cost_usd: float | None
     provider: str | None
     model: str | None
     status: str | None
     """None in a reservation; the HTTP status as text, `rejected` or `interrupted` once settled."""
     http_status: int | None
     error_code: str | None
-    is_stream: bool
     attempts: int | None
     prompt_tokens: int | None
     completion_tokens: int | None
     cached_tokens: int | None
     reasoning_tokens: int | None
     cost_usd: float | None
-    reserved_tokens: int | None
-    reserved_cost_usd: float | None
     latency_ms: float | None
     ttft_ms: float | None
 
 
 COLUMN_NAMES = Entry._fields
-WIDTH = len(COLUMN_NAMES) + 1
-"""Values on a journal line: the kind and the columns."""
+RESERVED_COLUMNS = COLUMN_NAMES.index("provider")
+"""How many columns, from the first, a reservation knows."""
+NO_OUTCOME = (None,) * (len(COLUMN_NAMES) - RESERVED_COLUMNS)
+"""A reservation's outcome columns."""
 CREATED_AT, STATUS = COLUMN_NAMES.index("created_at"), COLUMN_NAMES.index("status")
 COST_USD, RESERVED_COST_USD = (
     COLUMN_NAMES.index("cost_usd"),
@@ -66,9 +70,10 @@ RESERVATION_START = b'["' + RESERVE.encode() + b'"'
 """How a reservation's journal line begins."""
 
 
-def line_of(kind: str, entry: Entry) -> bytes:
-    """The journal line of an entry."""
-    return orjson.dumps([kind, *entry]) + b"\n"
+def line_of(kind: str, reserved: tuple[Any, ...], outcome: tuple[Any, ...] = NO_OUTCOME) -> bytes:
+    """The journal line of an entry: its reservation's values then its outcome's, in `Entry`'s
+    order."""
+    return orjson.dumps([kind, *reserved, *outcome]) + b"\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,7 @@ class Fits:
     def __init__(self, *, is_reservation: bool) -> None:
         self.columns = tuple(
             replace(fit, nullable=True) if is_reservation and name == "status" else fit
-            for name, fit in ((column.name, Fit.of(column)) for column in ledger.columns)
+            for name, fit in ((name, Fit.of(ledger.c[name])) for name in COLUMN_NAMES)
         )
         self._types = tuple(
             frozenset(fit.types + ((type(None),) if fit.nullable else ())) for fit in self.columns

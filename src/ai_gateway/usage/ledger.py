@@ -12,18 +12,10 @@ from ai_gateway.api.record import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, RequestRe
 from ai_gateway.limits.estimate import estimate
 from ai_gateway.routing.route import Route
 from ai_gateway.schemas import ChatCompletionRequest, Usage
-from ai_gateway.usage.entry import INTERRUPTED, MAX_COUNT, RESERVE, SETTLE, Entry, line_of
+from ai_gateway.usage.entry import INTERRUPTED, MAX_COUNT, RESERVE, SETTLE, line_of
 from ai_gateway.usage.journal import Journal, JournalRefusal, JournalUnwritable
 
 REJECTED = "rejected"
-NO_OUTCOME: dict[str, Any] = dict.fromkeys(
-    (
-        "provider", "model", "status", "http_status", "error_code", "attempts", "prompt_tokens",
-        "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "latency_ms",
-        "ttft_ms",
-    )
-)  # fmt: skip
-"""A reservation's columns that only its settled entry knows."""
 
 
 class Pricing(Protocol):
@@ -97,7 +89,7 @@ class Ledger:
         record.reserved_cost_usd = self.prices.max_cost(route, prompt, total - prompt)
         if self.journal is not None:
             try:
-                self.journal.reserve(record.entry_id, self._line(RESERVE, record))
+                self.journal.reserve(record.entry_id, line_of(RESERVE, self._reserved(record)))
             except JournalRefusal:  # refused (503): not accounted, nothing went upstream
                 record.entry_id = None
                 raise
@@ -122,41 +114,43 @@ class Ledger:
         if self.journal is None:
             return
         with contextlib.suppress(JournalUnwritable):  # logged; the reservation stands for it
-            self.journal.settle(record.entry_id, self._line(SETTLE, record))
+            line = line_of(SETTLE, self._reserved(record), self._outcome(record))
+            self.journal.settle(record.entry_id, line)
 
     @staticmethod
-    def _line(kind: str, record: RequestRecord) -> bytes:
-        """One journal line: the ledger row's values (a reservation's without the outcome)."""
-        caller, usage = record.caller, record.usage
-        known: dict[str, Any] = {
-            "entry_id": record.entry_id,
-            "request_id": record.request_id,
-            "created_at": record.wall_started,
-            "key_id": caller.key_id if caller else None,
-            "team": caller.team if caller else None,
-            "route": record.route,
-            "is_stream": record.is_stream,
-            "reserved_tokens": record.reserved_tokens,
-            "reserved_cost_usd": record.reserved_cost_usd,
-        }
-        if kind == RESERVE:
-            return line_of(kind, Entry(**known, **NO_OUTCOME))
+    def _reserved(record: RequestRecord) -> tuple[Any, ...]:
+        """What the entry knows from its reservation on, in `Entry`'s order."""
+        caller = record.caller
+        return (
+            record.entry_id,
+            record.request_id,
+            record.wall_started,
+            caller.key_id if caller else None,
+            caller.team if caller else None,
+            record.route,
+            record.is_stream,
+            record.reserved_tokens,
+            record.reserved_cost_usd,
+        )
+
+    @staticmethod
+    def _outcome(record: RequestRecord) -> tuple[Any, ...]:
+        """What the settled entry adds, in `Entry`'s order."""
+        usage = record.usage
         status, http_status = status_of(record)
         cached, reasoning = token_details(usage)
-        entry = Entry(
-            **known,
-            provider=record.provider,
-            model=record.model,
-            status=status,
-            http_status=http_status,
-            error_code=CLIENT_CLOSED if record.is_client_closed else record.error_code,
-            attempts=record.attempts,
-            prompt_tokens=capped(usage.prompt_tokens) if usage else None,
-            completion_tokens=capped(usage.completion_tokens) if usage else None,
-            cached_tokens=capped(cached),
-            reasoning_tokens=capped(reasoning),
-            cost_usd=record.cost_usd,
-            latency_ms=record.elapsed_ms(),
-            ttft_ms=record.first_byte_ms,
+        return (
+            record.provider,
+            record.model,
+            status,
+            http_status,
+            CLIENT_CLOSED if record.is_client_closed else record.error_code,
+            record.attempts,
+            capped(usage.prompt_tokens) if usage else None,
+            capped(usage.completion_tokens) if usage else None,
+            capped(cached),
+            capped(reasoning),
+            record.cost_usd,
+            record.elapsed_ms(),
+            record.first_byte_ms,
         )
-        return line_of(kind, entry)

@@ -1,0 +1,112 @@
+"""SharedMetrics: the metrics of several workers (`serve --workers N`). Each worker writes its
+cells to its own file in the directory the server made for them (`metrics-<pid>.json`, replaced
+whole every PUBLISH_INTERVAL_S and at shutdown); the worker answering /metrics adds every other
+worker's file to its own live cells. Counters and histograms of a worker that has exited still
+count (its requests happened); gauges count only from live workers.
+"""
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client.metrics_core import Metric
+
+from ai_gateway.observability.metrics import Family, GatewayMetrics, Kind
+
+PUBLISH_INTERVAL_S = 1.0
+"""How stale another worker's figures may be at a scrape."""
+WORKER_FILE = re.compile(r"metrics-(\d+)\.json")
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def merged(kind: Kind, mine: Any, theirs: Any) -> Any:
+    """Two workers' states of one cell, added up as the metric's kind says (new objects: a
+    live cell is never changed)."""
+    if kind is Kind.HISTOGRAM:
+        (counts, total), (other_counts, other_total) = mine, theirs
+        if len(counts) != len(other_counts):  # another version's buckets: cannot be added
+            return mine
+        return [[a + b for a, b in zip(counts, other_counts, strict=True)], total + other_total]
+    if kind is Kind.GAUGE_MAX:
+        return max(mine, theirs)
+    return mine + theirs
+
+
+class SharedMetrics:
+    """This worker's file, and the sum of every worker's at a scrape."""
+
+    def __init__(self, metrics: GatewayMetrics, directory: Path) -> None:
+        self.metrics = metrics
+        self.directory = directory
+        self.pid = os.getpid()
+
+    @property
+    def path(self) -> Path:
+        """This worker's file."""
+        return self.directory / f"metrics-{self.pid}.json"
+
+    def publish(self) -> None:
+        """Write this worker's cells (to a temporary name first: a reader sees a whole file)."""
+        states = {family.name: family.states() for family in self.metrics.families}
+        temporary = self.directory / f".metrics-{self.pid}.json.tmp"
+        with contextlib.suppress(OSError):  # the server is removing the directory at exit
+            temporary.write_bytes(orjson.dumps(states))
+            temporary.replace(self.path)
+
+    async def run(self) -> None:
+        """Publish every PUBLISH_INTERVAL_S until cancelled."""
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+            self.publish()
+
+    def others(self) -> list[tuple[bool, dict[str, list[list[Any]]]]]:
+        """(is the worker alive, its states) of every other worker's file."""
+        found = []
+        for entry in self.directory.iterdir():
+            match = WORKER_FILE.fullmatch(entry.name)
+            if match is None or int(match.group(1)) == self.pid:
+                continue
+            try:
+                states = orjson.loads(entry.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # removed meanwhile, or not one of ours
+            if isinstance(states, dict):
+                found.append((is_running(int(match.group(1))), states))
+        return found
+
+    def collect(self) -> Iterator[Metric]:
+        """Every worker's metrics added up (prometheus-client's collector protocol)."""
+        others = self.others()
+        for family in self.metrics.families:
+            yield family.metric(self._states(family, others))
+
+    @staticmethod
+    def _states(
+        family: Family[Any], others: list[tuple[bool, dict[str, list[list[Any]]]]]
+    ) -> dict[tuple[str, ...], Any]:
+        states = family.own_states()
+        is_gauge = family.kind in (Kind.GAUGE_MAX, Kind.GAUGE_SUM)
+        for is_alive, worker in others:
+            if is_gauge and not is_alive:
+                continue
+            for values, state in worker.get(family.name, ()):
+                key = tuple(values)
+                states[key] = (
+                    state if key not in states else merged(family.kind, states[key], state)
+                )
+        return states
