@@ -278,3 +278,32 @@ def test_server_errors_are_5xx_failed_streams_and_no_response(
     made: RequestRecord, expected: bool
 ) -> None:
     assert is_server_error(made) is expected
+
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+@pytest.mark.anyio
+async def test_a_caller_s_traceparent_is_continued_and_a_bad_one_starts_a_new_trace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with traced_app(monkeypatch, tmp_path, FakeProvider()) as (gw, receiver):
+        continued = {
+            "x-request-id": "continued-1",
+            "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01",
+            "tracestate": "vendor=1",
+        }
+        assert (await gw.chat(headers=continued)).status_code == 200
+        bad = {"x-request-id": "bad-1", "traceparent": f"00-{'0' * 32}-{CALLER_SPAN}-01"}
+        assert (await gw.chat(headers=bad)).status_code == 200
+        assert (await gw.chat(headers={"x-request-id": "none-1"})).status_code == 200
+        spans = await asyncio.to_thread(receiver.wait_for, 6)
+
+    server, (attempt,) = trace_of(spans, "continued-1")
+    assert (server.trace_id, server.parent_span_id) == (CALLER_TRACE, CALLER_SPAN)
+    assert attempt.trace_id == CALLER_TRACE
+    for request_id in ("bad-1", "none-1"):
+        server, _ = trace_of(spans, request_id)
+        assert server.trace_id not in (CALLER_TRACE, "0" * 32)
+        assert server.parent_span_id == ""  # a trace of its own

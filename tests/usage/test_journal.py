@@ -316,6 +316,7 @@ async def test_a_damaged_entry_is_skipped_and_the_rest_shipped(
     dead = journal(tmp_path / "j")
     dead.settle("x", orjson.dumps(["settle", "x"]) + b"\n")  # cut short
     dead.settle("y", settlement("y", created_at="yesterday"))  # edited
+    dead.settle("z", settlement("z", created_at=1e300))  # past any datetime
     dead.settle("a", settlement("a"))
     dead.close()
 

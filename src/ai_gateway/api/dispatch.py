@@ -138,7 +138,7 @@ class Gateway:
         structlog.contextvars.bind_contextvars(request_id=record.request_id)
         framed = self._framing(record, send, is_head=scope["method"] == "HEAD")
         for observer in self.observers:
-            observer.started(record)
+            observer.started(record, scope["headers"])
         try:
             await self._serve(scope, receive, framed, record)
         except asyncio.CancelledError:

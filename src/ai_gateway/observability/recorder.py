@@ -10,6 +10,7 @@ from ai_gateway.api.record import RequestRecord
 from ai_gateway.observability.labels import NONE, OTHER, ErrorTypes, NameBound, status_label
 from ai_gateway.observability.labels import rejection_reason as reason_of
 from ai_gateway.observability.metrics import GatewayMetrics
+from ai_gateway.observability.observer import Headers
 from ai_gateway.routing.attempts import AttemptKind, AttemptWatch
 from ai_gateway.routing.breaker import State
 from ai_gateway.routing.route import Deployment, Route
@@ -65,7 +66,7 @@ class MetricsObserver:
         self._clock = clock
         self._next_lag_refresh = 0.0
 
-    def started(self, record: RequestRecord) -> None:
+    def started(self, record: RequestRecord, headers: Headers) -> None:
         """Nothing to count before the request has ended."""
 
     def finished(self, record: RequestRecord) -> None:

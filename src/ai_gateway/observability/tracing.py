@@ -1,8 +1,9 @@
 """Traces over OTLP (HTTP/protobuf), built only when an OTLP endpoint is set: a SERVER span per
-request and a CLIENT span per upstream attempt, its child through the OpenTelemetry context
-(hedged attempts start in the request's task, so their spans have the same parent). Spans carry
-the GenAI semantic conventions' attributes; prompt and completion text only when
-OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is on.
+request (in the caller's trace when it sends a W3C `traceparent`) and a CLIENT span per upstream
+attempt, its child through the OpenTelemetry context (hedged attempts start in the request's
+task, so their spans have the same parent). Spans carry the GenAI semantic conventions'
+attributes; prompt and completion text only when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
+is on.
 
 Spans: https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/
 """
@@ -19,17 +20,21 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ai_gateway import __version__
 from ai_gateway.api.record import CLIENT_CLOSED_STATUS, RequestRecord
 from ai_gateway.config.settings import Settings
 from ai_gateway.observability.labels import CANCELLED, ErrorTypes
+from ai_gateway.observability.observer import Headers
 from ai_gateway.routing.attempts import AttemptKind, AttemptWatch, AttemptWatcher
 from ai_gateway.routing.route import Deployment, Route
 from ai_gateway.routing.router import OpenedStream
 from ai_gateway.schemas import ChatCompletionRequest, ChatCompletionResponse, Usage
 
 CHAT = "chat"
+TRACE_HEADERS = (b"traceparent", b"tracestate")
+PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def tracer_provider(settings: Settings, endpoint: str) -> TracerProvider:
@@ -56,6 +61,17 @@ def is_server_error(record: RequestRecord) -> bool:
     return status >= 500 or (status < 400 and record.error_code is not None)
 
 
+def caller_context(headers: Headers) -> Context | None:
+    """The caller's trace (W3C `traceparent` and `tracestate`), or None: a new trace. A header
+    the propagator cannot read starts a new trace too."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in headers
+        if name in TRACE_HEADERS
+    }
+    return PROPAGATOR.extract(carrier) if carrier else None
+
+
 class TracingObserver:
     """A SERVER span for every request, made current for the request's task (so the router's
     attempt spans are its children) and ended with what the request's record holds."""
@@ -65,10 +81,12 @@ class TracingObserver:
         self.errors = errors
         self._tokens: dict[int, Token[Context]] = {}
 
-    def started(self, record: RequestRecord) -> None:
-        """Open the request's span and make it current."""
+    def started(self, record: RequestRecord, headers: Headers) -> None:
+        """Open the request's span, in the caller's trace when it sent a valid `traceparent`,
+        and make it current."""
         span = self.tracer.start_span(
             record.method,
+            context=caller_context(headers),
             kind=SpanKind.SERVER,
             attributes={
                 "http.request.method": record.method,

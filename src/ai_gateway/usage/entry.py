@@ -24,6 +24,8 @@ INTERRUPTED = "interrupted"
 MAX_COUNT = 2**31 - 1
 """The largest count stored: an INTEGER column's on PostgreSQL (far below what JSON encoding
 refuses)."""
+LAST_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+"""The latest creation time a datetime can hold (a line's later one is damaged)."""
 
 
 class Entry(NamedTuple):
@@ -140,7 +142,7 @@ class Fits:
             count = values[index]
             if count is not None and not -MAX_COUNT <= count <= MAX_COUNT:
                 values[index] = MAX_COUNT if count > 0 else -MAX_COUNT
-        return values
+        return values if 0 <= values[CREATED_AT] < LAST_TIME else None
 
 
 FITS = {RESERVE: Fits(is_reservation=True), SETTLE: Fits(is_reservation=False)}
