@@ -281,7 +281,9 @@ async def test_the_openapi_document_is_served_without_a_key_and_describes_every_
         "/v1/deployments/health",
         "/healthz",
         "/readyz",
+        "/metrics",
     }
+    assert document["paths"]["/metrics"]["get"]["security"] == []
     request = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]
     reference = request["content"]["application/json"]["schema"]["$ref"]
     shape = document["components"]["schemas"][reference.rsplit("/", 1)[-1]]

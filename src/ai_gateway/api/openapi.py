@@ -14,6 +14,7 @@ from ai_gateway.config.constants import (
     CHAT_COMPLETIONS_PATH,
     DEPLOYMENTS_HEALTH_PATH,
     HEALTH_PATH,
+    METRICS_PATH,
     MODELS_PATH,
     READY_PATH,
 )
@@ -77,6 +78,18 @@ def chat_operation(request: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def metrics_operation() -> dict[str, Any]:
+    """GET /metrics: the Prometheus exposition (public unless METRICS_REQUIRE_ADMIN, then an
+    admin key)."""
+    exposition = {"schema": {"type": "string"}}
+    ok = {
+        "description": "Prometheus text format, or OpenMetrics when the scraper asks for it "
+        "(an admin key is needed with METRICS_REQUIRE_ADMIN; a 404 with METRICS_ENABLED=false)",
+        "content": {"text/plain": exposition, "application/openmetrics-text": exposition},
+    }
+    return operation("Prometheus metrics", ok, secured=False)
+
+
 def plain(summary: str, *, secured: bool = True) -> dict[str, Any]:
     """A GET answering one JSON object."""
     ok = {"description": "OK", "content": json_content({"type": "object"})}
@@ -96,6 +109,7 @@ def build_document() -> bytes:
         DEPLOYMENTS_HEALTH_PATH: plain("Circuit breaker of every deployment"),
         HEALTH_PATH: plain("Liveness", secured=False),
         READY_PATH: plain("Readiness", secured=False),
+        METRICS_PATH: {"get": metrics_operation()},
     }
     document = {
         "openapi": "3.1.0",
