@@ -84,6 +84,18 @@ async def test_an_upstream_failure_is_entered_with_the_status_the_caller_got(
     assert row["cost_usd"] is None
 
 
+async def test_an_unexpected_failure_is_entered_as_the_500_the_caller_got(tmp_path: Path) -> None:
+    settings = ledger_settings(tmp_path)
+    provider = FakeProvider(error=RuntimeError("a bug"))
+    async with started_app(settings, Registry({provider.name: provider})) as http:
+        failed = await http.post("/v1/chat/completions", json=body())
+    assert failed.status_code == 500
+
+    (row,) = await ledger_rows(f"sqlite:///{tmp_path / 'gateway.db'}")
+
+    assert (row["status"], row["http_status"], row["error_code"]) == ("500", 500, "internal_error")
+
+
 async def test_requests_that_never_reach_an_upstream_leave_no_entry(tmp_path: Path) -> None:
     settings = ledger_settings(tmp_path)
     provider = FakeProvider()

@@ -162,14 +162,20 @@ class Gateway:
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, record: RequestRecord
     ) -> None:
-        """The response for the request, or its error in the envelope; the connection is watched
-        from the end of the body to the end of the response."""
+        """The response for the request, or its error in the envelope (an unexpected failure
+        before the response began: a 500, so the ledger enters what the caller got); the
+        connection is watched from the end of the body to the end of the response."""
         watch: list[asyncio.Task[None]] = []
         try:
             try:
                 response = await self._respond(Request(scope, receive), record, watch)
             except GatewayError as error:
                 response = error_response(error, record)
+            except ClientDisconnect:
+                raise
+            except Exception:
+                log.exception("unhandled_error")
+                response = error_response(internal_error(record.request_id), record)
             await response(scope, receive, send)
         finally:
             for task in watch:
