@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ai_gateway.db.engine import create_engine, database_url, failure_reason
 from ai_gateway.db.migrations import ensure_schema
+from ai_gateway.usage import shipper as shipper_module
 from ai_gateway.usage.entry import RESERVE, RESERVED_COLUMNS, SETTLE, Entry, line_of
 from ai_gateway.usage.journal import Journal, JournalFull, JournalUnwritable
 from ai_gateway.usage.shipper import Shipper
@@ -139,6 +140,27 @@ async def test_a_dead_process_s_segments_are_shipped_whole_with_its_interrupted_
         assert rows[entry_id]["reserved_tokens"] == 1030
         assert rows[entry_id]["cost_usd"] == rows[entry_id]["reserved_cost_usd"] == 0.002
         assert rows[entry_id]["prompt_tokens"] is None
+    assert list((tmp_path / "j").iterdir()) == []
+
+
+async def test_a_dead_process_s_backlog_is_recovered_a_batch_at_a_time(
+    tmp_path: Path, engine: AsyncEngine, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shipper_module, "READ_BYTES", 400)  # two or three lines per batch
+    dead = journal(tmp_path / "j", segment_bytes=700)
+    for n in range(12):
+        dead.reserve(f"r{n}", reservation(f"r{n}"))
+    for n in range(0, 12, 2):  # settled long after their reservations, in later segments
+        dead.settle(f"r{n}", settlement(f"r{n}"))
+    assert len(dead.segments) > 2
+    dead.close()
+
+    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+
+    rows = by_id(await ledger_rows(database))
+    assert {entry_id: row["status"] for entry_id, row in rows.items()} == {
+        f"r{n}": "200" if n % 2 == 0 else "interrupted" for n in range(12)
+    }
     assert list((tmp_path / "j").iterdir()) == []
 
 

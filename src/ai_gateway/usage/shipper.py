@@ -14,6 +14,7 @@ import contextlib
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,20 @@ def parse(data: bytes, *, settled_only: bool = False) -> tuple[list[Parsed], int
         else:
             entries.append(entry)
     return entries, end
+
+
+def batches(path: Path) -> Iterator[list[Parsed]]:
+    """A segment's whole entries, at most READ_BYTES of it at a time (a torn last line is left
+    out)."""
+    offset = 0
+    with path.open("rb") as file:
+        while data := file.read(READ_BYTES):
+            entries, used = parse(data)
+            if used == 0:  # no whole line left
+                return
+            offset += used
+            file.seek(offset)
+            yield entries
 
 
 class Shipper:
@@ -177,16 +192,40 @@ class Shipper:
                 fds.append(fd)
                 if not lock(fd):
                     return 0
-            entries = [entry for path in paths for entry in parse(path.read_bytes())[0]]
-            await self.store(settled(entries))
+            entries = await self._recover(paths)
             for path in paths:
                 path.unlink(missing_ok=True)
-            log.info("usage_journal_recovered", segments=len(paths), entries=len(entries))
-            return len(entries)
+            log.info("usage_journal_recovered", segments=len(paths), entries=entries)
+            return entries
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+    async def _recover(self, paths: list[Path]) -> int:
+        """A dead owner's entries, a batch at a time (however large its backlog, only one batch
+        and the settled entries' ids are held): first every settled entry, then each
+        reservation without one as `interrupted`, so an interrupted row never takes the place
+        of a settled one (each batch is its own transaction; a crash meanwhile leaves the files
+        for the next recovery, which stores nothing twice)."""
+        done: set[str] = set()
+        entries = 0
+        for path in paths:
+            for batch in batches(path):
+                settles = [entry for entry in batch if entry.kind == SETTLE]
+                done.update(entry.entry_id for entry in settles)
+                await self.store([entry.values for entry in settles])
+                entries += len(batch)
+        for path in paths:
+            for batch in batches(path):
+                await self.store(
+                    [
+                        interrupted(entry.values)
+                        for entry in batch
+                        if entry.kind == RESERVE and entry.entry_id not in done
+                    ]
+                )
+        return entries
 
     async def store(self, rows: list[list[Any]]) -> None:
         """Insert the rows (values in column order), each entry id once whatever was stored
@@ -207,14 +246,3 @@ class Shipper:
                     # own multi-row VALUES compiles too slowly for a batch.
                     params = tuple(self._times.flattened(chunk))
                     await connection.exec_driver_sql(sqlite_insert(len(chunk)), params)
-
-
-def settled(entries: list[Parsed]) -> list[list[Any]]:
-    """A dead process's rows as its requests ended: each settled entry, and an `interrupted`
-    one for each reservation that was never settled."""
-    done = {entry.entry_id for entry in entries if entry.kind == SETTLE}
-    return [entry.values for entry in entries if entry.kind == SETTLE] + [
-        interrupted(entry.values)
-        for entry in entries
-        if entry.kind == RESERVE and entry.entry_id not in done
-    ]
