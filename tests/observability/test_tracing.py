@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
-from ai_gateway.api.record import RequestRecord
+from ai_gateway.api.record import MAX_STREAMED_TEXT, RequestRecord
 from ai_gateway.config.file import GatewayConfig
 from ai_gateway.errors import ProviderError
 from ai_gateway.observability.tracing import is_server_error
@@ -307,3 +308,49 @@ async def test_a_caller_s_traceparent_is_continued_and_a_bad_one_starts_a_new_tr
         server, _ = trace_of(spans, request_id)
         assert server.trace_id not in (CALLER_TRACE, "0" * 32)
         assert server.parent_span_id == ""  # a trace of its own
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("capture", [True, False])
+async def test_a_stream_s_completion_text_is_on_its_request_span_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capture: bool
+) -> None:
+    setting = {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": str(capture).lower()}
+    async with traced_app(monkeypatch, tmp_path, FakeProvider(), **setting) as (gw, receiver):
+        response = await gw.chat(stream=True, headers={"x-request-id": "streamed-1"})
+        assert response.status_code == 200
+        spans = await asyncio.to_thread(receiver.wait_for, 2)
+
+    events = [
+        orjson.loads(line.removeprefix("data: "))
+        for line in response.text.splitlines()
+        if line.startswith("data: {")
+    ]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert len(text) > 3
+    server, (attempt,) = trace_of(spans, "streamed-1")
+    if capture:
+        assert orjson.loads(server.attributes["gen_ai.output.messages"]) == [
+            {"role": "assistant", "content": text}
+        ]
+        assert text not in repr(attempt.attributes)  # an attempt span ends at its first chunk
+    else:
+        assert text not in repr([server.attributes, attempt.attributes])
+
+
+def test_kept_stream_text_is_per_choice_and_bounded() -> None:
+    made = RequestRecord("req_1", "POST", "/v1/chat/completions")
+    made.streamed_text = {}
+    long_text = "x" * (MAX_STREAMED_TEXT + 10)
+    for data in (
+        {"choices": [{"index": 1, "delta": {"content": "b"}}, {"index": 0, "delta": {}}]},
+        {"choices": [{"index": 0, "delta": {"content": "a"}}]},
+        {"choices": [{"index": 0, "delta": {"content": long_text}}]},
+        {"choices": [{"index": 1, "delta": {"content": "more"}}]},
+        {"choices": "not a list of choices"},
+    ):
+        made.keep_streamed_text(data)
+
+    assert made.streamed_text[1] == ["b"]
+    assert "".join(made.streamed_text[0]) == "a" + "x" * (MAX_STREAMED_TEXT - 2)
+    assert made.streamed_chars == MAX_STREAMED_TEXT

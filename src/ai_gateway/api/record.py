@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 CLIENT_CLOSED = "client_closed"
 CLIENT_CLOSED_STATUS = 499
+MAX_STREAMED_TEXT = 65536
+"""The most completion text of one stream kept for its trace span."""
 
 
 @dataclass(slots=True)
@@ -58,6 +60,24 @@ class RequestRecord:
     """The response's last byte has been handed to the server."""
     is_client_closed: bool = False
     """The caller went away before the response ended."""
+    streamed_text: dict[int, list[str]] | None = None
+    """A stream's completion text by choice index, kept only while traces capture message
+    content (None otherwise); at most MAX_STREAMED_TEXT characters."""
+    streamed_chars: int = 0
+
+    def keep_streamed_text(self, data: dict[str, Any]) -> None:
+        """Add a chunk's content deltas to `streamed_text` (up to MAX_STREAMED_TEXT characters:
+        a longer completion is cut there)."""
+        if self.streamed_text is None or self.streamed_chars >= MAX_STREAMED_TEXT:
+            return
+        for choice in data.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            index = choice.get("index") if isinstance(choice, dict) else None
+            if isinstance(content, str) and isinstance(index, int) and content:
+                piece = content[: MAX_STREAMED_TEXT - self.streamed_chars]
+                self.streamed_text.setdefault(index, []).append(piece)
+                self.streamed_chars += len(piece)
 
     def note_upstream(self, since: float) -> None:
         """Record the upstream's time (to the answer, or to the first chunk of a stream)."""

@@ -67,6 +67,8 @@ async def event_frames(
             while chunk is not None:
                 if chunk.usage is not None:
                     record.usage = chunk.usage
+                if record.streamed_text is not None:
+                    record.keep_streamed_text(chunk.data)
                 if include_usage or chunk.usage is None:
                     yield encode_chunk(chunk, include_usage=include_usage)
                 record.chunks += 1

@@ -76,9 +76,10 @@ class TracingObserver:
     """A SERVER span for every request, made current for the request's task (so the router's
     attempt spans are its children) and ended with what the request's record holds."""
 
-    def __init__(self, tracer: Tracer, *, errors: ErrorTypes) -> None:
+    def __init__(self, tracer: Tracer, *, errors: ErrorTypes, capture_content: bool) -> None:
         self.tracer = tracer
         self.errors = errors
+        self.capture_content = capture_content
         self._tokens: dict[int, Token[Context]] = {}
 
     def started(self, record: RequestRecord, headers: Headers) -> None:
@@ -95,6 +96,8 @@ class TracingObserver:
             },
         )
         record.span = span
+        if self.capture_content and span.is_recording():
+            record.streamed_text = {}  # filled only if the answer is a stream
         self._tokens[id(record)] = context.attach(trace.set_span_in_context(span))
 
     def finished(self, record: RequestRecord) -> None:
@@ -140,6 +143,12 @@ class TracingObserver:
         attributes.update({k: v for k, v in optional.items() if v is not None})
         span.set_attributes(attributes)
         set_usage(span, record.usage)
+        if record.streamed_text:  # a stream's answer, when content is captured
+            messages = [
+                {"role": "assistant", "content": "".join(record.streamed_text[index])}
+                for index in sorted(record.streamed_text)
+            ]
+            span.set_attribute("gen_ai.output.messages", orjson.dumps(messages).decode())
 
 
 class AttemptTracer:
@@ -235,13 +244,9 @@ def build_tracing(
     and their provider."""
     provider = tracer_provider(settings, endpoint)
     tracer = provider.get_tracer("ai_gateway", __version__)
+    capture_content = settings.otel_instrumentation_genai_capture_message_content
     return (
-        TracingObserver(tracer, errors=errors),
-        AttemptTracer(
-            tracer,
-            inner,
-            errors=errors,
-            capture_content=settings.otel_instrumentation_genai_capture_message_content,
-        ),
+        TracingObserver(tracer, errors=errors, capture_content=capture_content),
+        AttemptTracer(tracer, inner, errors=errors, capture_content=capture_content),
         provider,
     )
