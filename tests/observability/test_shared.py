@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ai_gateway.observability.metrics import GatewayMetrics
@@ -67,6 +68,20 @@ def test_a_scrape_changes_no_worker_s_cells(tmp_path: Path) -> None:
 def test_a_damaged_or_foreign_file_is_passed_over(tmp_path: Path) -> None:
     (tmp_path / f"metrics-{os.getppid()}.json").write_bytes(b"{not json")
     (tmp_path / "metrics-x.json").write_bytes(b"{}")
+    odd = {
+        "ai_gateway_requests_total": [
+            [["fast"], 5],
+            [["fast", "200"], "5"],
+            "x",
+            [["fast", "200"], 2],
+        ],
+        "ai_gateway_added_latency_seconds": [[["fast"], [[1, 2], 0.5]]],  # other buckets
+        "ai_gateway_added_latency": [[["fast"], [[0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0.002]]],
+    }
+    (tmp_path / f"metrics-{os.getpid() + 1}.json").write_bytes(orjson.dumps(odd))
     scraping = worker(tmp_path, os.getpid(), requests=1, breaker=0)
 
-    assert scrape(scraping).value("ai_gateway_requests_total", route="fast", status_code="200") == 1
+    seen = scrape(scraping)
+
+    assert seen.value("ai_gateway_requests_total", route="fast", status_code="200") == 3
+    assert seen.value("ai_gateway_added_latency_seconds_count", route="fast") == 2

@@ -34,13 +34,41 @@ def is_running(pid: int) -> bool:
     return True
 
 
+def is_state_of(family: Family[Any], state: Any) -> bool:
+    """Whether another worker's state fits this family's cells (a file of another version, or
+    damaged, is passed over rather than break the scrape)."""
+    if family.kind is Kind.HISTOGRAM:
+        return (
+            isinstance(state, list)
+            and len(state) == 2
+            and isinstance(state[0], list)
+            and len(state[0]) == len(family.bucket_names)
+            and all(type(count) is int for count in state[0])
+            and type(state[1]) in (int, float)
+        )
+    return type(state) in (int, float)
+
+
+def fitting(family: Family[Any], items: object) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Another worker's (label values, state) pairs of this family that fit its cells."""
+    for item in items if isinstance(items, list) else ():
+        if not (isinstance(item, list) and len(item) == 2):
+            continue
+        values, state = item
+        if (
+            isinstance(values, list)
+            and len(values) == len(family.labels)
+            and all(isinstance(value, str) for value in values)
+            and is_state_of(family, state)
+        ):
+            yield tuple(values), state
+
+
 def merged(kind: Kind, mine: Any, theirs: Any) -> Any:
     """Two workers' states of one cell, added up as the metric's kind says (new objects: a
     live cell is never changed)."""
     if kind is Kind.HISTOGRAM:
         (counts, total), (other_counts, other_total) = mine, theirs
-        if len(counts) != len(other_counts):  # another version's buckets: cannot be added
-            return mine
         return [[a + b for a, b in zip(counts, other_counts, strict=True)], total + other_total]
     if kind is Kind.GAUGE_MAX:
         return max(mine, theirs)
@@ -104,8 +132,7 @@ class SharedMetrics:
         for is_alive, worker in others:
             if is_gauge and not is_alive:
                 continue
-            for values, state in worker.get(family.name, ()):
-                key = tuple(values)
+            for key, state in fitting(family, worker.get(family.name)):
                 states[key] = (
                     state if key not in states else merged(family.kind, states[key], state)
                 )
