@@ -273,7 +273,13 @@ async def test_values_too_long_or_too_large_for_their_columns_are_cut_not_refuse
     own.reserve("a", reservation("a"))
     own.settle(
         "a",
-        settlement("a", error_code="x" * 1000, model="m" * 900, completion_tokens=10**15),
+        settlement(
+            "a",
+            error_code="x" * 1000,
+            model="m" * 900,
+            completion_tokens=10**15,
+            route="cerebras/bad\x00model",
+        ),
     )
 
     await Shipper(own, engine, interval_s=1).ship()
@@ -282,6 +288,7 @@ async def test_values_too_long_or_too_large_for_their_columns_are_cut_not_refuse
     assert row["error_code"] == "x" * 64
     assert row["model"] == "m" * 256
     assert row["completion_tokens"] == 2**31 - 1
+    assert row["route"] == "cerebras/bad\ufffdmodel"  # PostgreSQL's text takes no NUL
 
 
 def test_a_refused_reservation_leaves_the_request_unaccounted(tmp_path: Path) -> None:
@@ -339,6 +346,7 @@ async def test_a_damaged_entry_is_skipped_and_the_rest_shipped(
     dead.settle("x", orjson.dumps(["settle", "x"]) + b"\n")  # cut short
     dead.settle("y", settlement("y", created_at="yesterday"))  # edited
     dead.settle("z", settlement("z", created_at=1e300))  # past any datetime
+    dead.settle("w", settlement("w", cost_usd=7))  # an integer where a float belongs
     dead.settle("a", settlement("a"))
     dead.close()
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Boolean, Column, Float, Integer, String
+from sqlalchemy import Boolean, Column, Integer, String
 
 from ai_gateway.usage.tables import ledger
 
@@ -94,11 +94,11 @@ class Fit:
             return cls((bool,), nullable)
         if isinstance(kind, Integer):
             return cls((int,), nullable)
-        if isinstance(kind, Float):
-            return cls((float, int), nullable)
         if isinstance(kind, String):
             return cls((str,), nullable, kind.length)
-        return cls((float, int), nullable)  # the creation time
+        # A float column or the creation time: the ledger writes floats, and JSON keeps them
+        # floats (an integer there is a line edited by hand).
+        return cls((float,), nullable)
 
 
 KEPT_SIGNATURES = 1024
@@ -124,8 +124,9 @@ class Fits:
         """Value types seen to fit (a few: which columns are empty varies little)."""
 
     def fitted(self, values: list[Any]) -> list[Any] | None:
-        """The values as their columns store them (text cut to length, counts capped), or
-        None for values no column could store (a line damaged past use)."""
+        """The values as their columns store them (text cut to length and without NUL
+        characters, which PostgreSQL's text refuses; counts capped), or None for values no
+        column could store (a line damaged past use)."""
         signature = tuple(map(type, values))
         if signature not in self._signatures:
             if len(signature) != len(self._types) or not all(
@@ -136,8 +137,11 @@ class Fits:
                 self._signatures.add(signature)
         for index, length in self._texts:
             text = values[index]
-            if text is not None and len(text) > length:
-                values[index] = text[:length]
+            if text is not None:
+                if len(text) > length:
+                    values[index] = text = text[:length]
+                if "\x00" in text:  # e.g. a model id an upstream or a caller sent
+                    values[index] = text.replace("\x00", "\ufffd")
         for index in self._counts:
             count = values[index]
             if count is not None and not -MAX_COUNT <= count <= MAX_COUNT:
