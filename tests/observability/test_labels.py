@@ -101,10 +101,12 @@ def test_a_board_tells_its_watcher_of_current_states_then_of_changes() -> None:
 def test_several_workers_get_a_fresh_directory_removed_afterwards(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(SHARED_DIRECTORY_VARIABLE, raising=False)
+    monkeypatch.setenv(SHARED_DIRECTORY_VARIABLE, "/set/by/hand")
     with shared_metrics_directory(1) as none:
         assert none is None
-        assert SHARED_DIRECTORY_VARIABLE not in os.environ
+        assert SHARED_DIRECTORY_VARIABLE not in os.environ  # one process: its own metrics
+    assert os.environ[SHARED_DIRECTORY_VARIABLE] == "/set/by/hand"
+    monkeypatch.delenv(SHARED_DIRECTORY_VARIABLE)
     with shared_metrics_directory(2) as directory:
         assert directory is not None
         assert os.environ[SHARED_DIRECTORY_VARIABLE] == str(directory)

@@ -66,8 +66,8 @@ def test_a_scrape_changes_no_worker_s_cells(tmp_path: Path) -> None:
 
 
 def test_a_damaged_or_foreign_file_is_passed_over(tmp_path: Path) -> None:
-    (tmp_path / f"metrics-{os.getppid()}.json").write_bytes(b"{not json")
-    (tmp_path / "metrics-x.json").write_bytes(b"{}")
+    (tmp_path / f"metrics-{os.getppid()}-0a.json").write_bytes(b"{not json")
+    (tmp_path / "metrics-x-0a.json").write_bytes(b"{}")
     odd = {
         "ai_gateway_requests_total": [
             [["fast"], 5],
@@ -78,10 +78,29 @@ def test_a_damaged_or_foreign_file_is_passed_over(tmp_path: Path) -> None:
         "ai_gateway_added_latency_seconds": [[["fast"], [[1, 2], 0.5]]],  # other buckets
         "ai_gateway_added_latency": [[["fast"], [[0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0.002]]],
     }
-    (tmp_path / f"metrics-{os.getpid() + 1}.json").write_bytes(orjson.dumps(odd))
+    (tmp_path / f"metrics-{os.getpid() + 1}-0b.json").write_bytes(orjson.dumps(odd))
     scraping = worker(tmp_path, os.getpid(), requests=1, breaker=0)
 
     seen = scrape(scraping)
 
     assert seen.value("ai_gateway_requests_total", route="fast", status_code="200") == 3
     assert seen.value("ai_gateway_added_latency_seconds_count", route="fast") == 2
+
+
+def test_a_later_worker_with_an_exited_one_s_pid_adds_to_its_counts(tmp_path: Path) -> None:
+    pid = exited_pid()
+    worker(tmp_path, pid, requests=100, breaker=0).publish()
+    worker(tmp_path, pid, requests=5, breaker=0).publish()  # the same pid, given again
+    scraping = worker(tmp_path, os.getpid(), requests=1, breaker=0)
+
+    assert (
+        scrape(scraping).value("ai_gateway_requests_total", route="fast", status_code="200") == 106
+    )
+
+
+def test_a_directory_gone_leaves_this_worker_s_own_figures(tmp_path: Path) -> None:
+    scraping = worker(tmp_path / "removed", os.getpid(), requests=2, breaker=0)
+    scraping.publish()  # nowhere to write: passed over
+
+    assert scrape(scraping).value("ai_gateway_requests_total", route="fast", status_code="200") == 2
+    assert scrape(scraping).value("ai_gateway_ledger_lag_seconds") == 0  # exported from the start

@@ -347,12 +347,35 @@ async def test_a_damaged_entry_is_skipped_and_the_rest_shipped(
     dead.settle("y", settlement("y", created_at="yesterday"))  # edited
     dead.settle("z", settlement("z", created_at=1e300))  # past any datetime
     dead.settle("w", settlement("w", cost_usd=7))  # an integer where a float belongs
+    dead.settle("q", orjson.dumps([["settle"], {"kind": 1}]) + b"\n")  # no kind at all
     dead.settle("a", settlement("a"))
     dead.close()
 
     await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
 
     assert [row["entry_id"] for row in await ledger_rows(database)] == ["a"]
+
+
+async def test_an_earlier_version_s_keyed_lines_are_recovered(
+    tmp_path: Path, engine: AsyncEngine, database: str
+) -> None:
+    def keyed(kind: str, entry: Entry) -> bytes:
+        fields = entry._asdict()
+        if kind == RESERVE:
+            fields = {name: fields[name] for name in Entry._fields[:RESERVED_COLUMNS]}
+        return orjson.dumps({"kind": kind, **fields}) + b"\n"
+
+    dead = journal(tmp_path / "j")
+    dead.reserve("a", keyed(RESERVE, RESERVED._replace(entry_id="a", request_id="req-a")))
+    dead.settle("a", keyed(SETTLE, SETTLED._replace(entry_id="a", request_id="req-a")))
+    dead.reserve("b", keyed(RESERVE, RESERVED._replace(entry_id="b", request_id="req-b")))
+    dead.close()
+
+    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+
+    rows = by_id(await ledger_rows(database))
+    assert (rows["a"]["status"], rows["a"]["completion_tokens"]) == ("200", 20)
+    assert (rows["b"]["status"], rows["b"]["cost_usd"]) == ("interrupted", 0.002)
 
 
 def test_an_empty_driver_message_still_names_the_failure() -> None:

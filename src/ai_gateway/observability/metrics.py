@@ -134,6 +134,8 @@ class Family(Generic[C]):
             for bound in (*self.bounds, float("inf"))
         )
         self.cells: dict[tuple[str, ...], C] = {}
+        if not self.labels:  # exported from the start, as prometheus-client does
+            self.cells[()] = self._new_cell()
 
     def __call__(self, *values: str) -> C:
         """The cell for these label values."""

@@ -1,14 +1,18 @@
 """SharedMetrics: the metrics of several workers (`serve --workers N`). Each worker writes its
-cells to its own file in the directory the server made for them (`metrics-<pid>.json`, replaced
-whole every PUBLISH_INTERVAL_S and at shutdown); the worker answering /metrics adds every other
-worker's file to its own live cells. Counters and histograms of a worker that has exited still
-count (its requests happened); gauges count only from live workers.
+cells to its own file in the directory the server made for them (`metrics-<pid>-<random>.json`,
+replaced whole every PUBLISH_INTERVAL_S and at shutdown; the random part keeps a later worker
+given the same process id from taking an earlier one's place); the worker answering /metrics
+adds every other worker's file to its own live cells. Counters and histograms of a worker that
+has exited still count (its requests happened); gauges count only from live workers. A worker
+killed outright (SIGKILL, out of memory) loses what it counted since its last publication, at
+most a second.
 """
 
 import asyncio
 import contextlib
 import os
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from ai_gateway.observability.metrics import Family, GatewayMetrics, Kind
 
 PUBLISH_INTERVAL_S = 1.0
 """How stale another worker's figures may be at a scrape."""
-WORKER_FILE = re.compile(r"metrics-(\d+)\.json")
+WORKER_FILE = re.compile(r"metrics-(\d{1,10})-[0-9a-f]+\.json")
 
 
 def is_running(pid: int) -> bool:
@@ -82,16 +86,22 @@ class SharedMetrics:
         self.metrics = metrics
         self.directory = directory
         self.pid = os.getpid()
+        self.nonce = secrets.token_hex(4)
+
+    @property
+    def name(self) -> str:
+        """This worker's file name."""
+        return f"metrics-{self.pid}-{self.nonce}.json"
 
     @property
     def path(self) -> Path:
         """This worker's file."""
-        return self.directory / f"metrics-{self.pid}.json"
+        return self.directory / self.name
 
     def publish(self) -> None:
         """Write this worker's cells (to a temporary name first: a reader sees a whole file)."""
         states = {family.name: family.states() for family in self.metrics.families}
-        temporary = self.directory / f".metrics-{self.pid}.json.tmp"
+        temporary = self.directory / f".{self.name}.tmp"
         with contextlib.suppress(OSError):  # the server is removing the directory at exit
             temporary.write_bytes(orjson.dumps(states))
             temporary.replace(self.path)
@@ -104,10 +114,14 @@ class SharedMetrics:
 
     def others(self) -> list[tuple[bool, dict[str, list[list[Any]]]]]:
         """(is the worker alive, its states) of every other worker's file."""
-        found = []
-        for entry in self.directory.iterdir():
+        found: list[tuple[bool, dict[str, list[list[Any]]]]] = []
+        try:
+            entries = list(self.directory.iterdir())
+        except OSError:  # removed (the server is stopping), or never made
+            return found
+        for entry in entries:
             match = WORKER_FILE.fullmatch(entry.name)
-            if match is None or int(match.group(1)) == self.pid:
+            if match is None or entry.name == self.name:
                 continue
             try:
                 states = orjson.loads(entry.read_bytes())

@@ -14,18 +14,17 @@ from ai_gateway.observability.exposition import SHARED_DIRECTORY_VARIABLE
 @contextmanager
 def shared_metrics_directory(workers: int) -> Iterator[Path | None]:
     """With several workers, a new empty directory in AI_GATEWAY_METRICS_DIR for the block
-    (each worker finds it there); None with one process."""
-    if workers == 1:
-        yield None
-        return
-    previous = os.environ.get(SHARED_DIRECTORY_VARIABLE)
-    directory = tempfile.mkdtemp(prefix="ai-gateway-metrics-")
-    os.environ[SHARED_DIRECTORY_VARIABLE] = directory
+    (each worker finds it there); None with one process, which then serves its own metrics
+    only, whatever the variable said before."""
+    previous = os.environ.pop(SHARED_DIRECTORY_VARIABLE, None)
+    directory = tempfile.mkdtemp(prefix="ai-gateway-metrics-") if workers > 1 else None
+    if directory is not None:
+        os.environ[SHARED_DIRECTORY_VARIABLE] = directory
     try:
-        yield Path(directory)
+        yield None if directory is None else Path(directory)
     finally:
-        if previous is None:
-            os.environ.pop(SHARED_DIRECTORY_VARIABLE, None)
-        else:
+        os.environ.pop(SHARED_DIRECTORY_VARIABLE, None)
+        if previous is not None:
             os.environ[SHARED_DIRECTORY_VARIABLE] = previous
-        shutil.rmtree(directory, ignore_errors=True)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -170,10 +170,13 @@ def parse_line(line: bytes) -> Parsed | None:
         values = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    if type(values) is not list or not values or (fits := FITS.get(values[0])) is None:
+    if type(values) is dict:  # written by an earlier version: keyed by column name
+        values = [values.get("kind"), *(values.get(name) for name in COLUMN_NAMES)]
+    if type(values) is not list or not values or type(kind := values[0]) is not str:
         return None
-    columns = fits.fitted(values[1:])
-    return None if columns is None else Parsed(values[0], columns)
+    fits = FITS.get(kind)
+    columns = None if fits is None else fits.fitted(values[1:])
+    return None if columns is None else Parsed(kind, columns)
 
 
 def interrupted(reservation: list[Any]) -> list[Any]:

@@ -203,28 +203,20 @@ class Shipper:
                     os.close(fd)
 
     async def _recover(self, paths: list[Path]) -> int:
-        """A dead owner's entries, a batch at a time (however large its backlog, only one batch
-        and the settled entries' ids are held): first every settled entry, then each
-        reservation without one as `interrupted`, so an interrupted row never takes the place
-        of a settled one (each batch is its own transaction; a crash meanwhile leaves the files
-        for the next recovery, which stores nothing twice)."""
-        done: set[str] = set()
+        """A dead owner's entries, a batch at a time (however large its backlog, one batch is
+        held): first every settled entry, then every reservation as `interrupted`, which the
+        insert drops for each entry id already stored settled (so an interrupted row never
+        takes the place of a settled one). Each batch is its own transaction; a crash meanwhile
+        leaves the files for the next recovery, which stores nothing twice."""
         entries = 0
         for path in paths:
             for batch in batches(path):
-                settles = [entry for entry in batch if entry.kind == SETTLE]
-                done.update(entry.entry_id for entry in settles)
-                await self.store([entry.values for entry in settles])
+                await self.store([entry.values for entry in batch if entry.kind == SETTLE])
                 entries += len(batch)
         for path in paths:
             for batch in batches(path):
-                await self.store(
-                    [
-                        interrupted(entry.values)
-                        for entry in batch
-                        if entry.kind == RESERVE and entry.entry_id not in done
-                    ]
-                )
+                reservations = [entry.values for entry in batch if entry.kind == RESERVE]
+                await self.store([interrupted(values) for values in reservations])
         return entries
 
     async def store(self, rows: list[list[Any]]) -> None:
