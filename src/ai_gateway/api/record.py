@@ -71,9 +71,10 @@ class RequestRecord:
         if self.streamed_text is None or self.streamed_chars >= MAX_STREAMED_TEXT:
             return
         for choice in data.get("choices") or ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(choice, dict):
+                continue
+            delta, index = choice.get("delta"), choice.get("index")
             content = delta.get("content") if isinstance(delta, dict) else None
-            index = choice.get("index") if isinstance(choice, dict) else None
             if isinstance(content, str) and isinstance(index, int) and content:
                 piece = content[: MAX_STREAMED_TEXT - self.streamed_chars]
                 self.streamed_text.setdefault(index, []).append(piece)

@@ -36,7 +36,6 @@ class MetricsEndpoint:
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(shared or metrics)
-        self.shared = shared
         self._refresh = refresh
 
     async def handle(self, call: Call) -> Response:

@@ -158,11 +158,6 @@ class Parsed(NamedTuple):
     kind: str
     values: list[Any]
 
-    @property
-    def entry_id(self) -> str:
-        """The entry's id."""
-        return str(self.values[0])
-
 
 def parse_line(line: bytes) -> Parsed | None:
     """A journal line's kind and values; None for a line that is not a whole entry."""

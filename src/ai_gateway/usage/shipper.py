@@ -81,18 +81,21 @@ def parse(data: bytes, *, settled_only: bool = False) -> tuple[list[Parsed], int
     return entries, end
 
 
-def batches(path: Path) -> Iterator[list[Parsed]]:
-    """A segment's whole entries, at most READ_BYTES of it at a time (a torn last line is left
-    out)."""
-    offset = 0
+def batches(
+    path: Path, start: int = 0, end: int | None = None, *, settled_only: bool = False
+) -> Iterator[tuple[list[Parsed], int]]:
+    """A segment's whole entries from `start` to `end` (its end when None), at most READ_BYTES
+    of it at a time, each batch with the offset just past it (a torn last line is left out)."""
+    offset = start
     with path.open("rb") as file:
-        while data := file.read(READ_BYTES):
-            entries, used = parse(data)
-            if used == 0:  # no whole line left
+        while end is None or offset < end:
+            file.seek(offset)
+            size = READ_BYTES if end is None else min(end - offset, READ_BYTES)
+            entries, used = parse(file.read(size), settled_only=settled_only)
+            if used == 0:  # no whole line left (or one longer than a batch: not the gateway's)
                 return
             offset += used
-            file.seek(offset)
-            yield entries
+            yield entries, offset
 
 
 class Shipper:
@@ -152,17 +155,12 @@ class Shipper:
         """What the segment held when called, in batches of at most READ_BYTES. Entries
         written meanwhile wait for the next round: chasing them under load would ship a few
         rows per transaction, back to back, and cost the event loop far more than the rows."""
-        shipped, end = 0, segment.size
-        while segment.shipped < end:
-            size = min(end - segment.shipped, READ_BYTES)
-            with segment.path.open("rb") as file:
-                file.seek(segment.shipped)
-                data = file.read(size)
-            entries, used = parse(data, settled_only=True)
-            if used == 0:  # one line longer than a batch: cannot happen for the gateway's lines
-                break
+        shipped = 0
+        for entries, offset in batches(
+            segment.path, segment.shipped, segment.size, settled_only=True
+        ):
             await self.store([entry.values for entry in entries if entry.kind == SETTLE])
-            segment.shipped += used
+            segment.shipped = offset
             shipped += len(entries)
         if segment.is_shipped:
             segment.first_unshipped_at = None
@@ -210,11 +208,11 @@ class Shipper:
         leaves the files for the next recovery, which stores nothing twice."""
         entries = 0
         for path in paths:
-            for batch in batches(path):
+            for batch, _ in batches(path):
                 await self.store([entry.values for entry in batch if entry.kind == SETTLE])
                 entries += len(batch)
         for path in paths:
-            for batch in batches(path):
+            for batch, _ in batches(path):
                 reservations = [entry.values for entry in batch if entry.kind == RESERVE]
                 await self.store([interrupted(values) for values in reservations])
         return entries
