@@ -19,6 +19,7 @@ from uvicorn.supervisors import Multiprocess
 from ai_gateway import __version__
 from ai_gateway.api.connection import server_options
 from ai_gateway.app import create_app
+from ai_gateway.collector import tune_collector
 from ai_gateway.config import constants
 from ai_gateway.config.loader import load_config
 from ai_gateway.config.settings import (
@@ -116,7 +117,9 @@ def app_from_environment() -> ASGIApp:
     """The app for each worker process of a multi-worker server."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_collector()
+    return app
 
 
 def serve_settings(args: argparse.Namespace) -> Settings:
@@ -141,7 +144,9 @@ def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Confi
         **server_options(settings),
     }
     if args.workers == 1:
-        return uvicorn.Config(create_app(settings), **options)
+        app = create_app(settings)
+        tune_collector()
+        return uvicorn.Config(app, **options)
     resolve_routing(settings)  # a bad config file stops here, not in every worker
     asyncio.run(prepare_shared_database(settings))
     keys = ",".join(key.get_secret_value() for key in settings.gateway_api_keys)

@@ -43,6 +43,14 @@ def _no_server_no_logging_setup(monkeypatch: pytest.MonkeyPatch) -> list[tuple[s
     return calls
 
 
+@pytest.fixture(autouse=True)
+def tuned(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The collector is left as the test process has it; the calls are counted."""
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "tune_collector", lambda: calls.append("tuned"))
+    return calls
+
+
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Started:
     """`serve` may bind (a socket that is never listened on) and "run" (returns at once)."""
@@ -176,6 +184,18 @@ def test_serve_with_given_keys_prints_nothing(
 
     assert started.events == ["bind, key shown: False", "run"]
     assert capsys.readouterr().out == ""
+
+
+def test_one_process_serve_tunes_the_collector_once_its_app_is_built(
+    started: Started, monkeypatch: pytest.MonkeyPatch, tuned: list[str]
+) -> None:
+    monkeypatch.setenv("GATEWAY_API_KEYS", "sk-one")
+
+    main(["serve"])
+
+    assert tuned == ["tuned"]
+    assert started.config is not None
+    assert not isinstance(started.config.app, str)
 
 
 def test_a_bad_config_file_stops_serve_before_the_key_is_printed(
@@ -416,7 +436,7 @@ def test_several_workers_run_under_uvicorns_supervisor_on_the_bound_socket() -> 
 
 
 def test_each_worker_builds_its_app_from_the_exported_environment(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tuned: list[str]
 ) -> None:
     calls: list[tuple[str, str]] = []
     monkeypatch.setattr(cli, "configure_logging", lambda level, fmt: calls.append((level, fmt)))
@@ -427,3 +447,4 @@ def test_each_worker_builds_its_app_from_the_exported_environment(
 
     assert callable(app)
     assert calls == [("warning", "json")]
+    assert tuned == ["tuned"]
