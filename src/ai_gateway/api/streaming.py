@@ -65,11 +65,12 @@ async def event_frames(
         try:
             chunk = first
             while chunk is not None:
-                if chunk.usage is not None:
-                    record.usage = chunk.usage
+                usage = chunk.usage  # validated once: the usage chunk only
+                if usage is not None:
+                    record.usage = usage
                 if record.streamed_text is not None:
                     record.keep_streamed_text(chunk.data)
-                if include_usage or chunk.usage is None:
+                if include_usage or usage is None:
                     yield encode_chunk(chunk, include_usage=include_usage)
                 record.chunks += 1
                 chunk = await anext(rest, None)

@@ -84,7 +84,8 @@ class TracingObserver:
 
     def started(self, record: RequestRecord, headers: Headers) -> None:
         """Open the request's span, in the caller's trace when it sent a valid `traceparent`,
-        and make it current."""
+        and make it current (a request the sampler leaves out gets no more: its attempts are
+        not traced either)."""
         span = self.tracer.start_span(
             record.method,
             context=caller_context(headers),
@@ -95,8 +96,10 @@ class TracingObserver:
                 "ai_gateway.request_id": record.request_id,
             },
         )
+        if not span.is_recording():  # sampled out: nothing to describe or to make current
+            return
         record.span = span
-        if self.capture_content and span.is_recording():
+        if self.capture_content:
             record.streamed_text = {}  # filled only if the answer is a stream
         self._tokens[id(record)] = context.attach(trace.set_span_in_context(span))
 
@@ -106,10 +109,7 @@ class TracingObserver:
         if token is not None:
             context.detach(token)
         span = record.span
-        if not isinstance(span, Span):
-            return
-        if not span.is_recording():  # sampled out: nothing to describe
-            span.end()
+        if not isinstance(span, Span):  # sampled out
             return
         status = CLIENT_CLOSED_STATUS if record.is_client_closed else record.status
         if status is not None:
