@@ -392,3 +392,14 @@ def test_a_journal_line_holds_every_column_of_the_ledger_table_the_reservation_s
         *[None] * (len(Entry._fields) - RESERVED_COLUMNS),
     ]
     assert None not in RESERVED[:RESERVED_COLUMNS]  # the reservation's columns come first
+
+
+def test_a_batch_of_any_size_is_inserted_with_a_few_statements_each_prepared_once() -> None:
+    sizes_used: set[int] = set()
+    for rows in range(3 * shipper_module.ROWS_PER_INSERT):
+        sizes = list(shipper_module.statement_sizes(rows))
+        assert sum(sizes) == rows
+        assert all(0 < size <= shipper_module.ROWS_PER_INSERT for size in sizes)
+        sizes_used.update(sizes)
+
+    assert len(sizes_used) == 10  # 512, 256, ..., 1: the driver keeps each prepared

@@ -7,7 +7,6 @@ the one place that fills those gaps; anything that still does not fit is a malfo
 
 import time
 import uuid
-from contextlib import suppress
 from math import isfinite
 from typing import Any
 
@@ -74,11 +73,18 @@ def usage_of(value: object) -> dict[str, Any]:
         return dict(ZERO_USAGE)
     usage = {**ZERO_USAGE, **value}
     for name in ZERO_USAGE:
-        with suppress(TypeError, ValueError, OverflowError):  # numeric strings become numbers;
-            usage[name] = int(usage[name])  # the rest is left for the shape check to reject
+        count = usage[name]
+        if type(count) is int:
+            continue
+        try:  # numeric strings become numbers
+            usage[name] = int(count)
+        except (TypeError, ValueError, OverflowError):
+            continue  # left for the shape check to reject
     if "total_tokens" not in value:
-        with suppress(TypeError):
+        try:
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        except TypeError:
+            return usage  # the shape check rejects the counts
     return usage
 
 

@@ -3,7 +3,6 @@ upstream, or one a limit or budget refused) gets an entry id; its reservation is
 before the upstream call and its settled entry before the response's last byte leaves. The
 shipper (usage/shipper.py) moves both into the database, off the request path."""
 
-import contextlib
 import random
 import time
 from typing import Any, Protocol
@@ -113,9 +112,11 @@ class Ledger:
             record.cost_usd = self.prices.cost(record.provider, record.model, usage)
         if self.journal is None:
             return
-        with contextlib.suppress(JournalUnwritable):  # logged; the reservation stands for it
-            line = line_of(SETTLE, self._reserved(record), self._outcome(record))
+        line = line_of(SETTLE, self._reserved(record), self._outcome(record))
+        try:
             self.journal.settle(record.entry_id, line)
+        except JournalUnwritable:  # logged; the reservation stands for it
+            return
 
     @staticmethod
     def _reserved(record: RequestRecord) -> tuple[Any, ...]:

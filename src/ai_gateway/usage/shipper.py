@@ -11,6 +11,7 @@ waits (and is bounded, see usage/journal.py).
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections import defaultdict
@@ -40,10 +41,10 @@ from ai_gateway.usage.tables import ledger
 
 log = structlog.get_logger(__name__)
 
-READ_BYTES = 4 * 1024 * 1024
+READ_BYTES = 1024 * 1024
 """The most journal bytes read for one batch."""
-ROWS_PER_INSERT = 500
-"""Rows per statement: 500 x 22 columns stays under both databases' bound-parameter limits
+ROWS_PER_INSERT = 512
+"""Rows per statement: 512 x 22 columns stays under both databases' bound-parameter limits
 (SQLite 32,766, PostgreSQL 32,767)."""
 MAX_BACKOFF_S = 30.0
 
@@ -54,6 +55,23 @@ def insert_ignoring_duplicates() -> Insert:
     return postgresql.insert(ledger).on_conflict_do_nothing(index_elements=["entry_id"])
 
 
+def statement_sizes(rows: int) -> Iterator[int]:
+    """How many rows each statement of a batch takes: ROWS_PER_INSERT at a time, then what
+    is left as powers of two. A batch of any size then uses some of ten statements: the driver
+    keeps each prepared statement by its text (up to 128 of them, a few hundred KiB each for
+    a long VALUES list), and one statement per remainder size grew the process by about
+    10 MiB per 20,000 entries until that cache was full."""
+    whole, rest = divmod(rows, ROWS_PER_INSERT)
+    yield from [ROWS_PER_INSERT] * whole
+    size = ROWS_PER_INSERT
+    while rest:
+        size //= 2
+        if rest >= size:
+            yield size
+            rest -= size
+
+
+@functools.cache
 def sqlite_insert(rows: int) -> str:
     """One `INSERT OR IGNORE` of `rows` rows (a multi-row VALUES)."""
     row_marks = "(" + ", ".join("?" * len(COLUMN_NAMES)) + ")"
@@ -224,8 +242,9 @@ class Shipper:
             return
         is_postgresql = self.engine.dialect.name == "postgresql"
         async with self.engine.begin() as connection:
-            for start in range(0, len(rows), ROWS_PER_INSERT):
-                chunk = rows[start : start + ROWS_PER_INSERT]
+            start = 0
+            for size in statement_sizes(len(rows)):
+                chunk, start = rows[start : start + size], start + size
                 if is_postgresql:
                     mappings = [as_mapping(values) for values in chunk]
                     await connection.execute(insert_ignoring_duplicates(), mappings)
