@@ -11,11 +11,10 @@ from ai_gateway.config.file import GatewayConfig, ProviderConfig, check_base_url
 from ai_gateway.config.settings import Settings
 from ai_gateway.errors import ConfigurationError, ModelNotFound, NotFound
 from ai_gateway.providers.cerebras import CerebrasProvider
-from ai_gateway.providers.cerebras_client import CerebrasAPI, CerebrasClient
 from ai_gateway.providers.cerebras_mock import MockCerebrasClient
 from ai_gateway.providers.openai_compat import OpenAICompatProvider
 from ai_gateway.providers.params import Action, ParamPolicy
-from ai_gateway.providers.protocol import ChatProvider
+from ai_gateway.providers.protocol import ChatProvider, UpstreamAPI
 from ai_gateway.providers.specs import SPECS, OpenAICompatSpec
 from ai_gateway.providers.unconfigured import UnconfiguredProvider
 from ai_gateway.providers.upstream_limits import UpstreamLimits
@@ -75,14 +74,17 @@ class Registry:
             await self._wire.aclose()
 
 
-def cerebras_client(settings: Settings, wire: WireClient) -> CerebrasAPI | None:
-    """The Cerebras client the settings ask for; None when real mode has no key."""
+def cerebras_client(settings: Settings, wire: WireClient) -> UpstreamAPI | None:
+    """The Cerebras client the settings ask for; None when real mode has no key. The
+    official SDK (about 6 MiB of modules) is imported only when CEREBRAS_CLIENT=sdk."""
     if settings.is_cerebras_mock:
         return MockCerebrasClient()
     if settings.cerebras_api_key is None:
         return None
     key = settings.cerebras_api_key.get_secret_value()
     if settings.cerebras_client == "sdk":
+        from ai_gateway.providers.cerebras_client import CerebrasClient  # only for this transport
+
         return CerebrasClient(
             key,
             base_url=settings.cerebras_sdk_base_url,
