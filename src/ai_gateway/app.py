@@ -142,7 +142,7 @@ def create_app(
         ledger=ledger,
         max_json_depth=settings.max_json_depth,
         send_timeout_s=settings.stream_send_timeout_s,
-        openapi=build_document(),
+        openapi=build_document(metrics_secured=settings.metrics_require_admin),
     )
     admin = (
         AdminApi(KeyAdmin(repository, runtime.announce, admission.budgets), UsageReport(engine))

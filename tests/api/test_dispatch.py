@@ -10,6 +10,7 @@ import anyio
 import orjson
 import pytest
 import structlog
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from ai_gateway.api import dispatch, renderer
@@ -289,3 +290,17 @@ async def test_the_openapi_document_is_served_without_a_key_and_describes_every_
     shape = document["components"]["schemas"][reference.rsplit("/", 1)[-1]]
     assert shape["required"] == ["model", "messages"]
     assert shape["properties"]["model"]["maxLength"] == 256
+
+
+@pytest.mark.anyio
+async def test_the_openapi_document_secures_metrics_when_they_need_an_admin_key(
+    settings: Settings,
+) -> None:
+    admin_only = settings.model_copy(
+        update={"metrics_require_admin": True, "gateway_admin_keys": (SecretStr("sk-admin"),)}
+    )
+    async with serve_app(admin_only, Registry({"cerebras": FakeProvider()}), key=None) as http:
+        document = (await http.get("/openapi.json")).json()
+
+    assert "security" not in document["paths"]["/metrics"]["get"]  # the document's bearer scheme
+    assert document["security"] == [{"gatewayKey": []}]

@@ -78,16 +78,16 @@ def chat_operation(request: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def metrics_operation() -> dict[str, Any]:
+def metrics_operation(*, secured: bool) -> dict[str, Any]:
     """GET /metrics: the Prometheus exposition (public unless METRICS_REQUIRE_ADMIN, then an
-    admin key)."""
+    admin key: a bearer token like the others)."""
     exposition = {"schema": {"type": "string"}}
     ok = {
         "description": "Prometheus text format, or OpenMetrics when the scraper asks for it "
         "(an admin key is needed with METRICS_REQUIRE_ADMIN; a 404 with METRICS_ENABLED=false)",
         "content": {"text/plain": exposition, "application/openmetrics-text": exposition},
     }
-    return operation("Prometheus metrics", ok, secured=False)
+    return operation("Prometheus metrics", ok, secured=secured)
 
 
 def plain(summary: str, *, secured: bool = True) -> dict[str, Any]:
@@ -96,8 +96,9 @@ def plain(summary: str, *, secured: bool = True) -> dict[str, Any]:
     return {"get": operation(summary, ok, secured=secured)}
 
 
-def build_document() -> bytes:
-    """The OpenAPI 3.1 document, serialised."""
+def build_document(*, metrics_secured: bool = False) -> bytes:
+    """The OpenAPI 3.1 document, serialised (/metrics with the bearer scheme when it needs an
+    admin key)."""
     request, components = schema_components(REF)
     chat = {"post": chat_operation(request)}
     models = plain("List models")
@@ -109,7 +110,7 @@ def build_document() -> bytes:
         DEPLOYMENTS_HEALTH_PATH: plain("Circuit breaker of every deployment"),
         HEALTH_PATH: plain("Liveness", secured=False),
         READY_PATH: plain("Readiness", secured=False),
-        METRICS_PATH: {"get": metrics_operation()},
+        METRICS_PATH: {"get": metrics_operation(secured=metrics_secured)},
     }
     document = {
         "openapi": "3.1.0",
