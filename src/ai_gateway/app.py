@@ -1,8 +1,7 @@
 """create_app(): the composition root, the only place the gateway's objects are wired together."""
 
 from collections.abc import Mapping
-
-import redis.asyncio
+from typing import TYPE_CHECKING
 
 from ai_gateway.api.admin import AdminApi
 from ai_gateway.api.dispatch import Gateway
@@ -22,7 +21,6 @@ from ai_gateway.keys.static import KeyStore
 from ai_gateway.limits.admission import Admission
 from ai_gateway.limits.limiter import Limiter
 from ai_gateway.limits.memory import MemoryLimiter
-from ai_gateway.limits.redis_store import RedisLimiter, redis_client
 from ai_gateway.limits.unshared import UnsharedLimiter
 from ai_gateway.observability.setup import build_observability
 from ai_gateway.providers.registry import Registry, build_registry
@@ -35,6 +33,9 @@ from ai_gateway.usage.prices import price_table
 from ai_gateway.usage.report import UsageReport
 from ai_gateway.usage.shipper import Shipper
 
+if TYPE_CHECKING:
+    import redis.asyncio
+
 __all__ = ["create_app"]
 
 
@@ -43,6 +44,8 @@ def shared_redis(settings: Settings) -> "redis.asyncio.Redis | None":
     command bounded by REDIS_TIMEOUT_S, never retried (a retried admission could count twice)."""
     if settings.redis_url is None:
         return None
+    from ai_gateway.limits.redis_store import redis_client  # redis-py only when it is used
+
     try:
         return redis_client(
             settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s
@@ -58,6 +61,8 @@ def build_limiter(settings: Settings, client: "redis.asyncio.Redis | None") -> L
     """Redis when several processes share limits; memory for one; a refusal for several
     without Redis (see limits/unshared.py)."""
     if client is not None:
+        from ai_gateway.limits.redis_store import RedisLimiter  # only with a client
+
         return RedisLimiter(
             client,
             prefix=settings.redis_prefix,

@@ -6,8 +6,8 @@ metrics a worker shares with the others, Redis and the providers."""
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-import redis.asyncio
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,10 +16,12 @@ from ai_gateway.db.migrations import ensure_schema
 from ai_gateway.keys.directory import KeyDirectory
 from ai_gateway.keys.invalidation import publish
 from ai_gateway.keys.records import Change
-from ai_gateway.keys.subscription import subscribe
 from ai_gateway.limits.admission import Admission
 from ai_gateway.observability.shared import SharedMetrics
 from ai_gateway.usage.shipper import Shipper
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +67,8 @@ class Runtime:
         if self.shared_metrics is not None:
             self._tasks.append(asyncio.create_task(self.shared_metrics.run()))
         if self.redis is not None:
+            from ai_gateway.keys.subscription import subscribe  # redis-py only when it is used
+
             changes = subscribe(self.redis, self.redis_prefix, on_reconnect=self.directory.reload)
             self._tasks.append(asyncio.create_task(self.directory.follow(changes)))
 

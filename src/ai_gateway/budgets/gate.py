@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import redis.asyncio
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,7 +17,6 @@ from ai_gateway.api.record import RequestRecord
 from ai_gateway.budgets.ledger_spend import LedgerSpend
 from ai_gateway.budgets.memory import MemoryBudgets
 from ai_gateway.budgets.period import period_end, period_label, period_start
-from ai_gateway.budgets.redis_store import RedisBudgets
 from ai_gateway.budgets.refusal import budget_refusal
 from ai_gateway.budgets.seeds import Seeds
 from ai_gateway.budgets.store import (
@@ -36,6 +34,9 @@ from ai_gateway.keys.caller import Subject
 from ai_gateway.keys.records import Spend
 from ai_gateway.routing.route import Route
 from ai_gateway.usage.ledger import Pricing
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 log = structlog.get_logger(__name__)
 
@@ -170,6 +171,8 @@ def budget_store(
     fail_open = settings.limits_fail_mode is FailMode.OPEN
     seeds = Seeds(LedgerSpend(engine, soft_threshold=soft.fraction))
     if client is not None:
+        from ai_gateway.budgets.redis_store import RedisBudgets  # redis-py only when used
+
         return RedisBudgets(
             client, seeds, prefix=settings.redis_prefix, soft=soft, fail_open=fail_open
         )

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
 import orjson
-import redis
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -295,11 +294,12 @@ async def announcer(settings: Settings) -> AsyncIterator[Notify]:
     if client is None:
         yield ignore
         return
+    from redis import RedisError  # loaded with the client
 
     async def announce(change: Change) -> None:
         try:
             await publish(client, settings.redis_prefix, change)
-        except (redis.RedisError, OSError):
+        except (RedisError, OSError):
             sys.stderr.write(
                 "ai-gateway: warning: could not announce the change on Redis; gateways pick "
                 "it up within KEY_CACHE_REFRESH_S.\n"

@@ -1,13 +1,15 @@
 """Key and team changes announced on Redis pub/sub, so every replica reloads what changed."""
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import orjson
-import redis.asyncio
 
 from ai_gateway.keys.caller import Scope
 from ai_gateway.keys.records import Change
 from ai_gateway.keys.tables import ID_LENGTH
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 CHANNEL_SUFFIX: Final = "keys:changes"
 """The channel is `<REDIS_PREFIX>:keys:changes`."""
