@@ -2,6 +2,8 @@
 a PostgreSQL that is behind refused with the command that fixes it."""
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from sqlalchemy import Connection, column, inspect, table, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ai_gateway.db.migrations import (
+    HEAD,
     VERSION_TABLE,
     current_revision,
     ensure_schema,
@@ -26,6 +29,7 @@ from tests.db.databases import KINDS, fresh_database, opened
 pytestmark = pytest.mark.anyio
 
 version = table(VERSION_TABLE, column("version_num"))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=KINDS)
@@ -74,6 +78,50 @@ async def test_sqlite_is_brought_up_to_date_at_start_up(tmp_path: Path) -> None:
         await ensure_schema(engine, is_sqlite=True)
 
         assert await current_revision(engine) == head()
+
+
+def test_head_is_the_newest_revision_shipped() -> None:
+    assert head() == HEAD
+
+
+def alembic_loaded_by_a_start(url: str, directory: Path) -> bool:
+    """Whether a fresh interpreter that checks the schema at `url` at start-up loads Alembic."""
+    script = (
+        "import asyncio, sys\n"
+        "from ai_gateway.db.migrations import ensure_schema\n"
+        "from tests.db.databases import opened\n"
+        "async def start():\n"
+        f"    async with opened({url!r}) as engine:\n"
+        "        await ensure_schema(engine)\n"
+        "asyncio.run(start())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    result = subprocess.run(  # noqa: S603  # our own interpreter
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1] == "True"
+
+
+async def test_a_start_on_an_up_to_date_database_does_not_load_alembic(
+    empty: AsyncEngine, tmp_path: Path
+) -> None:
+    await upgrade(empty)
+    url = empty.url.render_as_string(hide_password=False)
+
+    assert not await asyncio.to_thread(alembic_loaded_by_a_start, url, tmp_path)
+
+
+async def test_a_start_that_migrates_sqlite_loads_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+
+    assert await asyncio.to_thread(alembic_loaded_by_a_start, url, tmp_path)
 
 
 async def test_an_empty_postgresql_is_refused_with_the_command_to_run() -> None:

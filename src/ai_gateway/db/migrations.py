@@ -1,20 +1,23 @@
-"""The schema's migrations: Alembic driven from code, its scripts shipped inside the package."""
+"""The schema's migrations: Alembic driven from code, its scripts shipped inside the package.
+
+Alembic (about 10 MiB of modules) is imported only when the schema is not at HEAD: a gateway
+restarted on an up-to-date database reads the version table with one query and goes on.
+"""
 
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ai_gateway.db.engine import failure_reason
 from ai_gateway.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -24,10 +27,14 @@ VERSION_TABLE: Final = "ai_gateway_alembic_version"
 UPGRADE_LOCK: Final = 0x61692D6777
 """The PostgreSQL advisory lock one `db upgrade` holds while it runs (any number: ours)."""
 UPGRADE_COMMAND: Final = "ai-gateway db upgrade"
+HEAD: Final = "0003"
+"""The newest revision in db/alembic/versions (a test holds it to Alembic's own head)."""
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> "Config":
     """Alembic's configuration without an alembic.ini; env.py migrates over `connection`."""
+    from alembic.config import Config  # only when migrating
+
     config = Config()
     # Config values are %-interpolated: a literal % in the install path must be doubled.
     config.set_main_option("script_location", str(SCRIPTS).replace("%", "%%"))
@@ -35,8 +42,10 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def scripts() -> ScriptDirectory:
+def scripts() -> "ScriptDirectory":
     """The migration scripts shipped with the gateway."""
+    from alembic.script import ScriptDirectory  # only when migrating
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -70,14 +79,18 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 
 def read_revision(connection: Connection) -> str | None:
-    """The revision recorded in the version table."""
-    return MigrationContext.configure(
-        connection, opts={"version_table": VERSION_TABLE}
-    ).get_current_revision()
+    """The revision recorded in the version table (None without one: an empty database)."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    # Our own table's fixed name: nothing of the caller's is in the statement.
+    revision = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()  # noqa: S608
+    return None if revision is None else str(revision)
 
 
 async def upgrade(engine: AsyncEngine) -> None:
     """Bring the schema up to the newest revision; safe to run from several processes at once."""
+    from alembic.util import CommandError  # only when migrating
+
     try:
         async with engine.begin() as connection:
             await connection.run_sync(upgrade_locked)
@@ -94,6 +107,8 @@ def upgrade_locked(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": UPGRADE_LOCK})
+    from alembic import command  # only when migrating
+
     command.upgrade(alembic_config(connection), "head")
 
 
@@ -104,9 +119,9 @@ async def ensure_schema(engine: AsyncEngine, *, is_sqlite: bool | None = None) -
     if is_sqlite is None:
         is_sqlite = engine.dialect.name == "sqlite"
     current = await current_revision(engine)
-    newest = head()
-    if current == newest:
+    if current == HEAD:
         return
+    newest = head()
     if current is not None and not is_known(current):
         raise ConfigurationError(
             f"The database schema (revision {current}) is newer than this gateway "
