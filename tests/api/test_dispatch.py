@@ -302,5 +302,5 @@ async def test_the_openapi_document_secures_metrics_when_they_need_an_admin_key(
     async with serve_app(admin_only, Registry({"cerebras": FakeProvider()}), key=None) as http:
         document = (await http.get("/openapi.json")).json()
 
-    assert "security" not in document["paths"]["/metrics"]["get"]  # the document's bearer scheme
-    assert document["security"] == [{"gatewayKey": []}]
+    assert document["paths"]["/metrics"]["get"]["security"] == [{"adminKey": []}]
+    assert document["components"]["securitySchemes"]["adminKey"]["scheme"] == "bearer"

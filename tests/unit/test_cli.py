@@ -190,10 +190,18 @@ def test_one_process_serve_tunes_the_collector_once_its_app_is_built(
     started: Started, monkeypatch: pytest.MonkeyPatch, tuned: list[str]
 ) -> None:
     monkeypatch.setenv("GATEWAY_API_KEYS", "sk-one")
+    build = cli.create_app
+
+    def built(settings: Any) -> Any:
+        app = build(settings)
+        tuned.append("built")
+        return app
+
+    monkeypatch.setattr(cli, "create_app", built)
 
     main(["serve"])
 
-    assert tuned == ["tuned"]
+    assert tuned == ["built", "tuned"]
     assert started.config is not None
     assert not isinstance(started.config.app, str)
 

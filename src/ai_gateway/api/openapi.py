@@ -80,14 +80,17 @@ def chat_operation(request: dict[str, Any]) -> dict[str, Any]:
 
 def metrics_operation(*, secured: bool) -> dict[str, Any]:
     """GET /metrics: the Prometheus exposition (public unless METRICS_REQUIRE_ADMIN, then an
-    admin key: a bearer token like the others)."""
+    admin key)."""
     exposition = {"schema": {"type": "string"}}
     ok = {
         "description": "Prometheus text format, or OpenMetrics when the scraper asks for it "
         "(an admin key is needed with METRICS_REQUIRE_ADMIN; a 404 with METRICS_ENABLED=false)",
         "content": {"text/plain": exposition, "application/openmetrics-text": exposition},
     }
-    return operation("Prometheus metrics", ok, secured=secured)
+    spec = operation("Prometheus metrics", ok, secured=False)
+    if secured:
+        spec["security"] = [{"adminKey": []}]
+    return spec
 
 
 def plain(summary: str, *, secured: bool = True) -> dict[str, Any]:
@@ -97,8 +100,8 @@ def plain(summary: str, *, secured: bool = True) -> dict[str, Any]:
 
 
 def build_document(*, metrics_secured: bool = False) -> bytes:
-    """The OpenAPI 3.1 document, serialised (/metrics with the bearer scheme when it needs an
-    admin key)."""
+    """The OpenAPI 3.1 document, serialised (/metrics public, or behind the admin key's scheme
+    when it needs one)."""
     request, components = schema_components(REF)
     chat = {"post": chat_operation(request)}
     models = plain("List models")
@@ -118,7 +121,14 @@ def build_document(*, metrics_secured: bool = False) -> bytes:
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"gatewayKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "gatewayKey": {"type": "http", "scheme": "bearer"},
+                "adminKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An entry of GATEWAY_ADMIN_KEYS",
+                },
+            },
         },
         "security": [{"gatewayKey": []}],
     }

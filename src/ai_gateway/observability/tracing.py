@@ -97,7 +97,7 @@ class TracingObserver:
             },
         )
         if not span.is_recording():  # sampled out: nothing to describe or to make current
-            return
+            return  # (if upstream calls ever carry `traceparent`, this one must carry it too)
         record.span = span
         if self.capture_content:
             record.streamed_text = {}  # filled only if the answer is a stream

@@ -63,15 +63,13 @@ def statement_sizes(rows: int) -> Iterator[int]:
     10 MiB per 20,000 entries until that cache was full."""
     whole, rest = divmod(rows, ROWS_PER_INSERT)
     yield from [ROWS_PER_INSERT] * whole
-    size = ROWS_PER_INSERT
     while rest:
-        size //= 2
-        if rest >= size:
-            yield size
-            rest -= size
+        size = 1 << (rest.bit_length() - 1)  # the largest power of two in what is left
+        yield size
+        rest -= size
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def sqlite_insert(rows: int) -> str:
     """One `INSERT OR IGNORE` of `rows` rows (a multi-row VALUES)."""
     row_marks = "(" + ", ".join("?" * len(COLUMN_NAMES)) + ")"
@@ -242,16 +240,18 @@ class Shipper:
             return
         is_postgresql = self.engine.dialect.name == "postgresql"
         async with self.engine.begin() as connection:
+            if is_postgresql:  # one prepared statement, run for every row: no sizes to vary
+                for start in range(0, len(rows), ROWS_PER_INSERT):
+                    chunk = rows[start : start + ROWS_PER_INSERT]
+                    mappings = [as_mapping(values) for values in chunk]
+                    await connection.execute(insert_ignoring_duplicates(), mappings)
+                return
             start = 0
             for size in statement_sizes(len(rows)):
                 chunk, start = rows[start : start + size], start + size
-                if is_postgresql:
-                    mappings = [as_mapping(values) for values in chunk]
-                    await connection.execute(insert_ignoring_duplicates(), mappings)
-                else:
-                    # One statement, straight to the driver: SQLite's driver runs in a thread
-                    # of its own and takes the interpreter lock back once per statement, which
-                    # per row cost the event loop far more than the insert itself; SQLAlchemy's
-                    # own multi-row VALUES compiles too slowly for a batch.
-                    params = tuple(self._times.flattened(chunk))
-                    await connection.exec_driver_sql(sqlite_insert(len(chunk)), params)
+                # One statement, straight to the driver: SQLite's driver runs in a thread of
+                # its own and takes the interpreter lock back once per statement, which per row
+                # cost the event loop far more than the insert itself; SQLAlchemy's own
+                # multi-row VALUES compiles too slowly for a batch.
+                params = tuple(self._times.flattened(chunk))
+                await connection.exec_driver_sql(sqlite_insert(size), params)
