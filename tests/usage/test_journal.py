@@ -3,6 +3,8 @@ shipped as they are written; a dead process's segments are shipped whole, their 
 reservations as `interrupted` entries; shipping twice stores each entry once; a database that
 cannot be reached loses nothing; a full journal refuses new requests."""
 
+import errno
+import mmap
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -318,25 +320,65 @@ def test_a_refused_reservation_leaves_the_request_unaccounted(tmp_path: Path) ->
     assert full.segments[0].size == len(reservation("a"))  # nothing more was written
 
 
-def test_a_failed_append_is_cut_back_so_the_next_entry_stays_whole(
+def test_a_segment_the_disk_has_no_room_for_refuses_the_entry_and_the_next_one_is_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = journal(tmp_path / "j", segment_bytes=1)  # every entry opens a segment of its own
+    own.reserve("a", reservation("a"))
+    real_allocate = os.posix_fallocate
+
+    def full_disk(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk)
+    with pytest.raises(JournalUnwritable):
+        own.settle("a", settlement("a"))
+    assert [path.name.endswith(".jsonl") for path in (tmp_path / "j").iterdir()] == [True]
+    monkeypatch.setattr(os, "posix_fallocate", real_allocate)
+    own.settle("a", settlement("a"))
+    own.close()
+
+    lines = b"".join(path.read_bytes() for path in sorted((tmp_path / "j").iterdir()))
+    assert [orjson.loads(line)[0] for line in lines.splitlines()] == ["reserve", "settle"]
+
+
+def test_without_fallocate_a_segment_s_zeros_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    own = journal(tmp_path / "j", segment_bytes=3 * 1024 * 1024 + 5)
+    own.reserve("a", reservation("a"))
+    path = own.segments[0].path
+
+    assert path.stat().st_blocks * 512 >= 3 * 1024 * 1024  # blocks, not a sparse file
+    own.close()
+    assert path.read_bytes() == reservation("a")
+
+
+def test_with_fsync_each_entry_s_pages_are_flushed(tmp_path: Path) -> None:
+    own = journal(tmp_path / "j", fsync=True)
+    for index in range(30):  # past the first page: a flush must start at a page's boundary
+        own.reserve(f"e{index}", reservation(f"e{index}"))
+
+    assert own.segments[0].size > mmap.PAGESIZE
+    lines = own.segments[0].path.read_bytes().rstrip(b"\0").splitlines()
+    assert len(lines) == 30
+
+
+def test_an_entry_is_in_the_file_once_appended_and_a_closed_segment_holds_only_entries(
+    tmp_path: Path,
 ) -> None:
     own = journal(tmp_path / "j")
     own.reserve("a", reservation("a"))
-    real_write = os.write
+    path = own.segments[0].path
 
-    def half_then_full_disk(fd: int, data: bytes) -> int:
-        real_write(fd, data[: len(data) // 2])
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", half_then_full_disk)
-    with pytest.raises(JournalUnwritable):
-        own.settle("a", settlement("a"))
-    monkeypatch.setattr(os, "write", real_write)
-    own.settle("a", settlement("a"))
-
-    lines = own.segments[0].path.read_bytes().splitlines()
-    assert [orjson.loads(line)[0] for line in lines] == ["reserve", "settle"]
+    assert path.stat().st_size == 1 << 20  # allocated whole, zeros after the entry
+    assert path.read_bytes().rstrip(b"\0") == reservation("a")  # read by another file handle
+    own.close()
+    assert path.read_bytes() == reservation("a")
 
 
 async def test_a_damaged_entry_is_skipped_and_the_rest_shipped(

@@ -2,22 +2,29 @@
 
 Each process appends to its own segment files in one directory (`<owner>.<n>.jsonl`, the owner
 being the process id and start time), holding an exclusive `flock` on each for as long as it
-lives. One `write()` per entry to a file opened `O_APPEND`: once it returns, the entry survives
-the process being killed (`kill -9`); with `fsync` on, it also survives a power loss, at the
-cost of a disk flush per entry. A segment whose lock can be taken belongs to a process that
-has died: the shipper (usage/shipper.py) ships it whole, turning reservations without a
-settled entry into `interrupted` entries, then deletes it.
+lives. A segment's blocks are allocated when it is opened (`posix_fallocate`, so a full disk is
+found then, as a refusal, never later) and the file is mapped into memory: an entry is a copy
+into the mapping, the file's own pages in the kernel's page cache, with no system call. Once
+the copy is done the entry survives the process being killed (`kill -9`: the kernel keeps the
+pages and writes them to disk); with `fsync` on, the entry's pages are also flushed (`msync`)
+so that it survives a power loss, at the cost of a disk flush per entry. Past the last entry a
+segment holds zeros until it is closed and cut to its entries; readers stop at the last
+newline, so zeros (or an entry cut short by a crash mid-copy) are never read as entries.
+
+A segment whose lock can be taken belongs to a process that has died: the shipper
+(usage/shipper.py) ships it whole, turning reservations without a settled entry into
+`interrupted` entries, then deletes it.
 
 The journal is bounded: past `max_bytes` not yet shipped (the database is unreachable), new
 requests are refused with a 503 rather than served without a record.
 """
 
-import contextlib
+import errno
 import fcntl
+import mmap
 import os
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,10 +57,13 @@ class JournalUnwritable(JournalRefusal):
 
 @dataclass(slots=True, weakref_slot=True)
 class Segment:
-    """One of this process's segment files."""
+    """One of this process's segment files, mapped into memory."""
 
     path: Path
     fd: int
+    view: mmap.mmap
+    capacity: int
+    """Bytes allocated (and mapped)."""
     size: int = 0
     """Bytes written."""
     shipped: int = 0
@@ -61,17 +71,43 @@ class Segment:
     open_reservations: int = 0
     """Reservations written here whose settled entry has not been written yet."""
     first_unshipped_at: float | None = field(default=None)
-    closer: Callable[[], object] | None = None
+
+    closer: weakref.finalize | None = None  # type: ignore[type-arg]
 
     def release(self) -> None:
-        """Close the file (and with it the lock)."""
-        if self.closer is not None:
+        """Cut the file to its entries and close it (and with it the lock)."""
+        if self.closer is not None and self.closer.alive:
+            os.ftruncate(self.fd, self.size)
             self.closer()
 
     @property
     def is_shipped(self) -> bool:
         """Every byte written has been stored."""
         return self.shipped >= self.size
+
+
+def close_segment(view: mmap.mmap, fd: int) -> None:
+    """Unmap a segment and close its file."""
+    view.close()
+    os.close(fd)
+
+
+ZEROS = bytes(1024 * 1024)
+
+
+def allocate(fd: int, size: int) -> None:
+    """Give the file `size` bytes of real blocks: a copy into a mapped page whose block could
+    not be allocated would kill the process (SIGBUS) instead of failing. A file system without
+    `fallocate` (ZFS, some network ones) gets the zeros written."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            raise
+        for offset in range(0, size, len(ZEROS)):
+            chunk = ZEROS[: size - offset]
+            if os.pwrite(fd, chunk, offset) < len(chunk):  # a full disk: never leave a hole
+                raise OSError(errno.ENOSPC, "No space left on device") from None
 
 
 def owner_of(path: Path) -> str:
@@ -101,13 +137,6 @@ class Journal:
         self._reserved_in: dict[str, Segment] = {}
         self._count = 0
 
-    @property
-    def current(self) -> Segment:
-        """The segment being appended to (opened on first use)."""
-        if not self.segments:
-            self._open_segment()
-        return self.segments[-1]
-
     def pending_bytes(self) -> int:
         """Bytes written and not yet shipped."""
         return sum(segment.size - segment.shipped for segment in self.segments)
@@ -135,51 +164,51 @@ class Journal:
             segment.open_reservations -= 1
 
     def _append(self, line: bytes) -> Segment:
+        length = len(line)
+        segment = self.segments[-1] if self.segments else None
         try:
-            segment = self.current
-            if segment.size >= self.segment_bytes:
-                segment = self._open_segment()
-            written = os.write(segment.fd, line)
-            while written < len(line):  # a regular file takes it whole; a full disk may not
-                written += os.write(segment.fd, line[written:])
-            if self.fsync:
-                os.fsync(segment.fd)
+            if segment is None or segment.size + length > segment.capacity:
+                segment = self._open_segment(length)
+            start = segment.size
+            segment.view[start : start + length] = line
+            if self.fsync:  # from the page holding the entry's first byte
+                page = start - start % mmap.PAGESIZE
+                segment.view.flush(page, start + length - page)
         except OSError as exc:
             log.error("usage_journal_unwritable", directory=str(self.directory), reason=str(exc))
-            self._cut_back()
             raise JournalUnwritable(
                 "The gateway cannot record usage right now (its usage journal cannot be "
                 "written). Retry later."
             ) from None
         if segment.first_unshipped_at is None:
             segment.first_unshipped_at = time.monotonic()
-        segment.size += len(line)
+        segment.size += length
         return segment
 
-    def _cut_back(self) -> None:
-        """After a failed append, the current segment cut back to its last whole entry (this
-        process is its only writer), so no fragment glues itself to the next line."""
-        if self.segments:
-            segment = self.segments[-1]
-            with contextlib.suppress(OSError):
-                os.ftruncate(segment.fd, segment.size)
-
-    def _open_segment(self) -> Segment:
-        """A new segment file, locked for this process's life."""
+    def _open_segment(self, at_least: int) -> Segment:
+        """A new segment file of `segment_bytes` (or `at_least`, if more), its blocks
+        allocated and mapped, locked for this process's life."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._count += 1
         path = self.directory / f"{self.owner}.{self._count:06d}{SUFFIX}"
         # Created under a name the shipper does not read, locked, then named: no other process
         # can take a new segment for a dead one's.
         hidden = path.with_name(path.name + NEW_SUFFIX)
-        fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        if not lock(fd):  # a new file nobody else knows: cannot happen, but never write unlocked
+        capacity = max(self.segment_bytes, at_least)
+        fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            if not lock(fd):  # a new file nobody knows: cannot happen, but never write unlocked
+                raise OSError(f"journal segment {path} is locked by another process")
+            allocate(fd, capacity)  # a full disk fails here, not in a later copy
+            view = mmap.mmap(fd, capacity)
+        except OSError:
             os.close(fd)
-            raise OSError(f"journal segment {path} is locked by another process")
+            hidden.unlink(missing_ok=True)
+            raise
         os.rename(hidden, path)
-        segment = Segment(path, fd)
+        segment = Segment(path, fd, view, capacity)
         # A journal dropped without close() (an app never started or stopped) frees its file.
-        segment.closer = weakref.finalize(segment, os.close, fd)
+        segment.closer = weakref.finalize(segment, close_segment, view, fd)
         self.segments.append(segment)
         return segment
 
