@@ -121,28 +121,35 @@ def accepted_by(parent: int, port: int) -> dict[int, int]:
 def connections_to_each_worker(parent: int, port: int) -> list[list[socket.socket]]:
     """PER_WORKER open connections accepted by each of two workers (the kernel picks the
     worker that accepts a connection: connections are opened one by one until both have
-    enough; a burst of new connections can all land on one)."""
-    opened: list[socket.socket] = []
-    deadline = time.monotonic() + 10
+    enough; a burst of new connections can all land on one, and a worker still starting, under
+    a busy machine, takes none for a while). Connections beyond PER_WORKER on a worker are
+    closed as they come, so the wait holds a few dozen at most."""
+    kept: list[socket.socket] = []
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for _ in range(10):
-            opened.append(socket.create_connection(("127.0.0.1", port)))
+            kept.append(socket.create_connection(("127.0.0.1", port)))
             time.sleep(0.01)
         time.sleep(0.1)
         owners = accepted_by(parent, port)
         by_worker: dict[int, list[socket.socket]] = {}
-        for sock in opened:
+        unknown: list[socket.socket] = []
+        for sock in kept:
             pid = owners.get(sock.getsockname()[1])
-            if pid is not None:
-                by_worker.setdefault(pid, []).append(sock)
-        enough = [socks[:PER_WORKER] for socks in by_worker.values() if len(socks) >= PER_WORKER]
+            if pid is None:
+                unknown.append(sock)
+            elif len(by_worker.setdefault(pid, [])) < PER_WORKER:
+                by_worker[pid].append(sock)
+            else:
+                sock.close()  # that worker has enough
+        enough = [socks for socks in by_worker.values() if len(socks) >= PER_WORKER]
         if len(enough) == 2:
-            chosen = {id(sock) for socks in enough for sock in socks}
-            for sock in opened:
-                if id(sock) not in chosen:
+            for sock in unknown + [s for socks in by_worker.values() for s in socks]:
+                if not any(sock in socks for socks in enough):
                     sock.close()
             return enough
-    for sock in opened:
+        kept = unknown + [sock for socks in by_worker.values() for sock in socks]
+    for sock in kept:
         sock.close()
     raise AssertionError("the connections did not reach two workers")
 

@@ -358,14 +358,95 @@ def test_without_fallocate_a_segment_s_zeros_are_written(
     assert path.read_bytes() == reservation("a")
 
 
+class FlushSpy:
+    """A segment's mapping whose flushes are noted (and fail, when asked)."""
+
+    def __init__(self, view: mmap.mmap, *, fails: bool = False) -> None:
+        self.view, self.fails = view, fails
+        self.flushed: list[tuple[int, int]] = []
+        self.closed = False
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.view[key] = value
+
+    def flush(self, offset: int, size: int) -> None:
+        if self.fails:
+            raise OSError(errno.EIO, "Input/output error")
+        self.flushed.append((offset, offset + size))
+        self.view.flush(offset, size)
+
+    def close(self) -> None:
+        self.closed = True
+        self.view.close()
+
+
 def test_with_fsync_each_entry_s_pages_are_flushed(tmp_path: Path) -> None:
     own = journal(tmp_path / "j", fsync=True)
-    for index in range(30):  # past the first page: a flush must start at a page's boundary
+    own.reserve("e0", reservation("e0"))
+    segment = own.segments[0]
+    spy = FlushSpy(segment.view)
+    segment.view = spy  # type: ignore[assignment]
+    entries = []
+    for index in range(1, 30):  # past the first page: a flush starts at a page's boundary
+        start = segment.size
         own.reserve(f"e{index}", reservation(f"e{index}"))
+        entries.append((start, segment.size))
 
-    assert own.segments[0].size > mmap.PAGESIZE
-    lines = own.segments[0].path.read_bytes().rstrip(b"\0").splitlines()
-    assert len(lines) == 30
+    assert segment.size > mmap.PAGESIZE
+    assert len(spy.flushed) == len(entries)
+    for (start, end), (first, last) in zip(entries, spy.flushed, strict=True):
+        assert first % mmap.PAGESIZE == 0
+        assert first <= start
+        assert last == end
+
+
+def test_an_entry_that_cannot_be_flushed_is_refused_and_wiped(tmp_path: Path) -> None:
+    own = journal(tmp_path / "j", fsync=True)
+    own.reserve("a", reservation("a"))
+    segment = own.segments[0]
+    segment.view = FlushSpy(segment.view, fails=True)  # type: ignore[assignment]
+
+    with pytest.raises(JournalUnwritable):
+        own.reserve("refused", reservation("refused"))
+
+    assert segment.size == len(reservation("a"))
+    assert segment.path.read_bytes().rstrip(b"\0") == reservation("a")  # nothing after it
+
+
+async def test_a_killed_process_s_segment_zeros_and_a_torn_entry_are_not_read(
+    tmp_path: Path, engine: AsyncEngine, database: str
+) -> None:
+    dead = journal(tmp_path / "j")
+    dead.reserve("a", reservation("a"))
+    dead.settle("a", settlement("a"))
+    dead.reserve("b", reservation("b"))
+    segment = dead.segments[0]
+    torn = settlement("b")[:40]
+    segment.view[segment.size : segment.size + len(torn)] = torn  # killed mid-copy
+    assert segment.closer is not None
+    segment.closer()  # as a kill: unmapped and closed, not cut to its entries
+
+    assert segment.path.stat().st_size == 1 << 20
+    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+
+    rows = by_id(await ledger_rows(database))
+    assert {entry_id: row["status"] for entry_id, row in rows.items()} == {
+        "a": "200",
+        "b": "interrupted",
+    }
+
+
+def test_a_segment_no_longer_appended_to_is_unmapped_and_cut_to_its_entries(
+    tmp_path: Path,
+) -> None:
+    own = journal(tmp_path / "j", segment_bytes=1)  # every entry opens a segment of its own
+    own.reserve("a", reservation("a"))
+    own.reserve("b", reservation("b"))
+
+    first, second = own.segments
+    assert first.view.closed
+    assert first.path.read_bytes() == reservation("a")
+    assert not second.view.closed
 
 
 def test_an_entry_is_in_the_file_once_appended_and_a_closed_segment_holds_only_entries(

@@ -2,14 +2,18 @@
 
 Each process appends to its own segment files in one directory (`<owner>.<n>.jsonl`, the owner
 being the process id and start time), holding an exclusive `flock` on each for as long as it
-lives. A segment's blocks are allocated when it is opened (`posix_fallocate`, so a full disk is
-found then, as a refusal, never later) and the file is mapped into memory: an entry is a copy
-into the mapping, the file's own pages in the kernel's page cache, with no system call. Once
-the copy is done the entry survives the process being killed (`kill -9`: the kernel keeps the
-pages and writes them to disk); with `fsync` on, the entry's pages are also flushed (`msync`)
-so that it survives a power loss, at the cost of a disk flush per entry. Past the last entry a
-segment holds zeros until it is closed and cut to its entries; readers stop at the last
-newline, so zeros (or an entry cut short by a crash mid-copy) are never read as entries.
+lives. A segment's blocks are allocated when it is opened (`posix_fallocate`, or zeros written
+where the file system has none), so that on a file system that allocates blocks once (ext4,
+XFS) a full disk is found then, as a refusal, and not as a SIGBUS in a later copy (a
+copy-on-write file system such as btrfs or ZFS allocates again on every rewrite: keep the
+journal off those). The segment being appended to is mapped into memory: an entry is a copy
+into the file's own pages in the kernel's page cache, with no system call (the first store into
+a page faults it in). Once the copy is done the entry survives the process being killed
+(`kill -9`: the kernel keeps the pages and writes them to disk); with `fsync` on, the entry's
+pages are also flushed (`msync`) so that it survives a power loss, at the cost of a disk flush
+per entry. The newline is copied last, and readers stop at the last newline: zeros past the
+last entry (a segment is cut to its entries once a newer one is opened, or when it is closed)
+and an entry cut short by a crash mid-copy are never read as entries.
 
 A segment whose lock can be taken belongs to a process that has died: the shipper
 (usage/shipper.py) ships it whole, turning reservations without a settled entry into
@@ -57,7 +61,7 @@ class JournalUnwritable(JournalRefusal):
 
 @dataclass(slots=True, weakref_slot=True)
 class Segment:
-    """One of this process's segment files, mapped into memory."""
+    """One of this process's segment files, mapped into memory while it is appended to."""
 
     path: Path
     fd: int
@@ -74,11 +78,24 @@ class Segment:
 
     closer: weakref.finalize | None = None  # type: ignore[type-arg]
 
-    def release(self) -> None:
-        """Cut the file to its entries and close it (and with it the lock)."""
-        if self.closer is not None and self.closer.alive:
+    def seal(self) -> None:
+        """No more entries: unmap it and cut the file to its entries (the file stays open,
+        and locked, until released)."""
+        if self.view.closed:
+            return
+        self.view.close()
+        try:
             os.ftruncate(self.fd, self.size)
-            self.closer()
+        except OSError as exc:  # the zeros stay: readers stop at the last newline anyway
+            log.warning("usage_journal_not_cut", segment=self.path.name, reason=str(exc))
+
+    def release(self) -> None:
+        """Seal it and close the file (and with it the lock)."""
+        if self.closer is not None and self.closer.alive:
+            try:
+                self.seal()
+            finally:
+                self.closer()
 
     @property
     def is_shipped(self) -> bool:
@@ -87,12 +104,13 @@ class Segment:
 
 
 def close_segment(view: mmap.mmap, fd: int) -> None:
-    """Unmap a segment and close its file."""
-    view.close()
+    """Unmap a segment (if it still is) and close its file."""
+    view.close()  # a second close does nothing
     os.close(fd)
 
 
 ZEROS = bytes(1024 * 1024)
+NEWLINE = ord("\n")
 
 
 def allocate(fd: int, size: int) -> None:
@@ -102,7 +120,7 @@ def allocate(fd: int, size: int) -> None:
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as error:
-        if error.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+        if error.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
             raise
         for offset in range(0, size, len(ZEROS)):
             chunk = ZEROS[: size - offset]
@@ -169,11 +187,12 @@ class Journal:
         try:
             if segment is None or segment.size + length > segment.capacity:
                 segment = self._open_segment(length)
-            start = segment.size
-            segment.view[start : start + length] = line
-            if self.fsync:  # from the page holding the entry's first byte
-                page = start - start % mmap.PAGESIZE
-                segment.view.flush(page, start + length - page)
+            start, end = segment.size, segment.size + length
+            # The newline last: a crash mid-copy leaves a line without one, never read.
+            segment.view[start : end - 1] = line[:-1]
+            segment.view[end - 1] = NEWLINE
+            if self.fsync:
+                self._flush(segment, start, end)
         except OSError as exc:
             log.error("usage_journal_unwritable", directory=str(self.directory), reason=str(exc))
             raise JournalUnwritable(
@@ -184,6 +203,17 @@ class Journal:
             segment.first_unshipped_at = time.monotonic()
         segment.size += length
         return segment
+
+    @staticmethod
+    def _flush(segment: Segment, start: int, end: int) -> None:
+        """The entry's pages to disk (from the page holding its first byte); an entry that
+        cannot be flushed is wiped, so a refused request never shows up after a crash."""
+        page = start - start % mmap.PAGESIZE
+        try:
+            segment.view.flush(page, end - page)
+        except OSError:
+            segment.view[start:end] = bytes(end - start)
+            raise
 
     def _open_segment(self, at_least: int) -> Segment:
         """A new segment file of `segment_bytes` (or `at_least`, if more), its blocks
@@ -196,16 +226,21 @@ class Journal:
         hidden = path.with_name(path.name + NEW_SUFFIX)
         capacity = max(self.segment_bytes, at_least)
         fd = os.open(hidden, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        view = None
         try:
             if not lock(fd):  # a new file nobody knows: cannot happen, but never write unlocked
                 raise OSError(f"journal segment {path} is locked by another process")
             allocate(fd, capacity)  # a full disk fails here, not in a later copy
             view = mmap.mmap(fd, capacity)
+            os.rename(hidden, path)
         except OSError:
+            if view is not None:
+                view.close()
             os.close(fd)
             hidden.unlink(missing_ok=True)
             raise
-        os.rename(hidden, path)
+        if self.segments:  # the previous one takes no more entries: unmapped, cut to size
+            self.segments[-1].seal()
         segment = Segment(path, fd, view, capacity)
         # A journal dropped without close() (an app never started or stopped) frees its file.
         segment.closer = weakref.finalize(segment, close_segment, view, fd)
