@@ -4,6 +4,7 @@ reservations as `interrupted` entries; shipping twice stores each entry once; a 
 cannot be reached loses nothing; a full journal refuses new requests."""
 
 import errno
+import fcntl
 import mmap
 import os
 import shutil
@@ -164,6 +165,25 @@ async def test_a_dead_process_s_backlog_is_recovered_a_batch_at_a_time(
         f"r{n}": "200" if n % 2 == 0 else "interrupted" for n in range(12)
     }
     assert list((tmp_path / "j").iterdir()) == []
+
+
+async def test_a_segment_a_dead_process_was_opening_is_removed_and_a_live_one_s_kept(
+    tmp_path: Path, engine: AsyncEngine
+) -> None:
+    directory = tmp_path / "j"
+    directory.mkdir()
+    abandoned = directory / "1-dead.000001.jsonl.new"
+    abandoned.write_bytes(bytes(4096))
+    opening = directory / "2-live.000001.jsonl.new"
+    opening.write_bytes(b"")
+    fd = os.open(opening, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # its process is still naming it
+        await Shipper(journal(directory), engine, interval_s=1).ship()
+    finally:
+        os.close(fd)
+
+    assert sorted(path.name for path in directory.iterdir()) == [opening.name]
 
 
 async def test_a_live_process_s_segments_are_left_to_it(

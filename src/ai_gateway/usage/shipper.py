@@ -36,7 +36,7 @@ from ai_gateway.usage.entry import (
     interrupted,
     parse_line,
 )
-from ai_gateway.usage.journal import SUFFIX, Journal, Segment, lock, owner_of
+from ai_gateway.usage.journal import NEW_SUFFIX, SUFFIX, Journal, Segment, lock, owner_of
 from ai_gateway.usage.tables import ledger
 
 log = structlog.get_logger(__name__)
@@ -183,7 +183,9 @@ class Shipper:
         return shipped
 
     async def ship_orphans(self) -> int:
-        """Segments of processes that have died: shipped whole, then deleted."""
+        """Segments of processes that have died: shipped whole, then deleted (and a segment a
+        process died while opening, which holds no entry yet, deleted)."""
+        self.remove_unfinished()
         groups: defaultdict[str, list[Path]] = defaultdict(list)
         for path in sorted(self.journal.directory.glob(f"*{SUFFIX}")):
             if owner_of(path) != self.journal.owner:
@@ -192,6 +194,20 @@ class Shipper:
         for paths in groups.values():
             shipped += await self._ship_dead(paths)
         return shipped
+
+    def remove_unfinished(self) -> None:
+        """Delete the hidden new segments whose lock can be taken: their process died between
+        creating and naming one (a live process names it at once, holding its lock)."""
+        for path in self.journal.directory.glob(f"*{SUFFIX}{NEW_SUFFIX}"):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # named or removed meanwhile
+                continue
+            try:
+                if lock(fd):
+                    path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
 
     async def _ship_dead(self, paths: list[Path]) -> int:
         """One dead owner's segments, if every one of them can be locked (a live process
