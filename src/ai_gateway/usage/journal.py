@@ -75,8 +75,7 @@ class Segment:
     open_reservations: int = 0
     """Reservations written here whose settled entry has not been written yet."""
     first_unshipped_at: float | None = field(default=None)
-
-    closer: weakref.finalize | None = None  # type: ignore[type-arg]
+    closer: weakref.finalize | None = None  # type: ignore[type-arg]  # generic in the stubs only
 
     def seal(self) -> None:
         """No more entries: unmap it and cut the file to its entries (the file stays open,
@@ -109,21 +108,22 @@ def close_segment(view: mmap.mmap, fd: int) -> None:
     os.close(fd)
 
 
-ZEROS = bytes(1024 * 1024)
+ZEROS_PER_WRITE = 1024 * 1024
 NEWLINE = ord("\n")
 
 
 def allocate(fd: int, size: int) -> None:
     """Give the file `size` bytes of real blocks: a copy into a mapped page whose block could
     not be allocated would kill the process (SIGBUS) instead of failing. A file system without
-    `fallocate` (ZFS, some network ones) gets the zeros written."""
+    `fallocate` (some network and older ones) gets the zeros written."""
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as error:
         if error.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
             raise
-        for offset in range(0, size, len(ZEROS)):
-            chunk = ZEROS[: size - offset]
+        zeros = bytes(min(size, ZEROS_PER_WRITE))
+        for offset in range(0, size, len(zeros)):
+            chunk = zeros[: size - offset]
             if os.pwrite(fd, chunk, offset) < len(chunk):  # a full disk: never leave a hole
                 raise OSError(errno.ENOSPC, "No space left on device") from None
 
