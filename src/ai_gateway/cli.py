@@ -113,13 +113,18 @@ def print_development_key(key: str) -> None:
     sys.stdout.flush()
 
 
+def serving_app(settings: Settings) -> ASGIApp:
+    """The app a server process serves: built, then the collector tuned for serving."""
+    app = create_app(settings)
+    tune_collector()
+    return app
+
+
 def app_from_environment() -> ASGIApp:
     """The app for each worker process of a multi-worker server."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
-    tune_collector()
-    return app
+    return serving_app(settings)
 
 
 def serve_settings(args: argparse.Namespace) -> Settings:
@@ -144,9 +149,7 @@ def server_config(settings: Settings, args: argparse.Namespace) -> uvicorn.Confi
         **server_options(settings),
     }
     if args.workers == 1:
-        app = create_app(settings)
-        tune_collector()
-        return uvicorn.Config(app, **options)
+        return uvicorn.Config(serving_app(settings), **options)
     resolve_routing(settings)  # a bad config file stops here, not in every worker
     asyncio.run(prepare_shared_database(settings))
     keys = ",".join(key.get_secret_value() for key in settings.gateway_api_keys)
