@@ -2,8 +2,6 @@
 a PostgreSQL that is behind refused with the command that fixes it."""
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,11 +23,11 @@ from ai_gateway.errors import ConfigurationError
 from ai_gateway.keys.tables import metadata
 from ai_gateway.usage import tables as ledger_tables  # noqa: F401  # the ledger on the metadata
 from tests.db.databases import KINDS, fresh_database, opened
+from tests.fresh_interpreter import last_line
 
 pytestmark = pytest.mark.anyio
 
 version = table(VERSION_TABLE, column("version_num"))
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=KINDS)
@@ -96,17 +94,7 @@ def alembic_loaded_by_a_start(url: str, directory: Path) -> bool:
         "asyncio.run(start())\n"
         "print('alembic' in sys.modules)\n"
     )
-    result = subprocess.run(  # noqa: S603  # our own interpreter
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=directory,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1] == "True"
+    return last_line(script, directory) == "True"
 
 
 async def test_a_start_on_an_up_to_date_database_does_not_load_alembic(

@@ -4,8 +4,6 @@ counters for routes, attempts, fallbacks, hedges, breakers, rejections and cost;
 who may scrape."""
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from ai_gateway.providers.registry import Registry
 from ai_gateway.schemas import ChatCompletionRequest, ChatCompletionResponse
 from tests.conftest import ONE_ATTEMPT, app_client, lifespan, make_settings
 from tests.fakes import GATEWAY_KEY, MODEL, FakeProvider, chat_body
+from tests.fresh_interpreter import last_line
 from tests.observability.scrape import Scrape
 
 pytestmark = pytest.mark.anyio
@@ -305,19 +304,8 @@ def test_without_an_otlp_endpoint_no_tracing_code_is_imported(tmp_path: Path) ->
         "print([name for name in sys.modules\n"
         "       if name.startswith(('ai_gateway.observability.tracing', 'opentelemetry'))])\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    result = subprocess.run(  # noqa: S603  # our own interpreter
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "LOG_LEVEL": "error"},
-        timeout=60,
-        check=False,
-    )
 
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert last_line(script, tmp_path) == "[]"
 
 
 async def test_with_metrics_off_requests_are_served_and_metrics_is_a_404(tmp_path: Path) -> None:

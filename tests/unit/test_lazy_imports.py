@@ -1,11 +1,11 @@
 """Libraries only some set-ups use are imported only by those: a gateway without Redis loads
 no redis-py, one on the native transport no Cerebras SDK (each several MiB per process)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.fresh_interpreter import last_line
 
 OPTIONAL = ("redis", "cerebras.cloud.sdk")
 
@@ -21,18 +21,7 @@ def loaded_after_start_up(tmp_path: Path, settings: str) -> list[str]:
         f"create_app(make_settings({settings}), config=ONE_ATTEMPT)\n"
         f"print([name for name in {OPTIONAL!r} if name in sys.modules])\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    result = subprocess.run(  # noqa: S603  # our own interpreter
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "LOG_LEVEL": "error"},
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return list(eval(result.stdout.strip().splitlines()[-1]))  # noqa: S307  # our own output
+    return list(eval(last_line(script, tmp_path)))  # noqa: S307  # our own output
 
 
 @pytest.mark.parametrize(
