@@ -114,6 +114,20 @@ def batches(
             yield entries, offset
 
 
+def remove_unfinished(path: Path) -> None:
+    """Delete a hidden new segment whose lock can be taken: its process died between creating
+    and naming it (a live process names it at once, holding its lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # named or removed meanwhile
+        return
+    try:
+        if lock(fd):
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
 class Shipper:
     """Ships the journal into the ledger table every `interval_s`."""
 
@@ -185,29 +199,16 @@ class Shipper:
     async def ship_orphans(self) -> int:
         """Segments of processes that have died: shipped whole, then deleted (and a segment a
         process died while opening, which holds no entry yet, deleted)."""
-        self.remove_unfinished()
         groups: defaultdict[str, list[Path]] = defaultdict(list)
-        for path in sorted(self.journal.directory.glob(f"*{SUFFIX}")):
-            if owner_of(path) != self.journal.owner:
+        for path in sorted(self.journal.directory.glob(f"*{SUFFIX}*")):
+            if path.name.endswith(SUFFIX + NEW_SUFFIX):
+                remove_unfinished(path)
+            elif path.name.endswith(SUFFIX) and owner_of(path) != self.journal.owner:
                 groups[owner_of(path)].append(path)
         shipped = 0
         for paths in groups.values():
             shipped += await self._ship_dead(paths)
         return shipped
-
-    def remove_unfinished(self) -> None:
-        """Delete the hidden new segments whose lock can be taken: their process died between
-        creating and naming one (a live process names it at once, holding its lock)."""
-        for path in self.journal.directory.glob(f"*{SUFFIX}{NEW_SUFFIX}"):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # named or removed meanwhile
-                continue
-            try:
-                if lock(fd):
-                    path.unlink(missing_ok=True)
-            finally:
-                os.close(fd)
 
     async def _ship_dead(self, paths: list[Path]) -> int:
         """One dead owner's segments, if every one of them can be locked (a live process
