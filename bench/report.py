@@ -46,6 +46,8 @@ OBSERVED_BUDGET_PCT = 10.0
 """The most the ledger, metrics and tracing together may cost in throughput, in %."""
 BSP_DEFAULTS = "5 s schedule delay, 512 spans per export, a queue of 2,048 spans"
 """The OpenTelemetry SDK's batch span processor defaults, which the traced row runs with."""
+FLOOR_ROW = "floor"
+"""bench/floor.py: the least any gateway does (auth, forward, relay bytes)."""
 CASE_NAMES = {"json-2msg": "JSON 2 msg", "json-50msg": "JSON 50 msg", "stream-2msg": "streams"}
 
 
@@ -70,17 +72,24 @@ def num(value: float | None, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+,.{digits}f}" if signed else f"{value:,.{digits}f}"
 
 
+def pct(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction * 100:.0f}%"
+
+
 def label(meta: Row, target: str) -> str:
     """The row's name; a transport the gateway does not read yet is marked."""
     if target == "direct":
         return "direct (limit)"
+    if target == FLOOR_ROW:
+        return "pass-through floor"
     known = meta.get("transport_setting_known")
     return ROW_LABELS.get(target, f"gateway {target}") + ("" if known else " †")
 
 
 def gateway_rows(result: Row) -> list[str]:
     """The gateway rows of a run, in the run's order."""
-    return [t for t in dict.fromkeys(s["target"] for s in result["summary"]) if t != "direct"]
+    every = dict.fromkeys(s["target"] for s in result["summary"])
+    return [t for t in every if t not in ("direct", FLOOR_ROW)]
 
 
 def limited_rows(result: Row) -> list[str]:
@@ -104,16 +113,17 @@ def cost_of(entry: Row, base: str) -> Row:
 
 def json_table(result: Row) -> list[str]:
     lines = [
-        "| Body | c | Row | req/s | p50 ms | p90 ms | p99 ms | Δp50 ms | Δp99 ms | Errors "
-        "| CPU µs/req | Peak RSS MiB |",
-        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| Body | c | Row | req/s | of floor | p50 ms | p90 ms | p99 ms | Δp50 ms | Δp99 ms "
+        "| Errors | CPU µs/req | Peak RSS MiB |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in result["summary"]:
         if s["kind"] != "json":
             continue
         lines.append(
             f"| {s['body']} msg | {s['concurrency']} | {label(result['meta'], s['target'])} "
-            f"| {num(s['rps'], 0)} | {num(s['p50'], 3)} | {num(s['p90'], 3)} | {num(s['p99'], 3)} "
+            f"| {num(s['rps'], 0)} | {pct(s.get('of_floor'))} | {num(s['p50'], 3)} "
+            f"| {num(s['p90'], 3)} | {num(s['p99'], 3)} "
             f"| {num(s.get('d_p50'), 3, True)} | {num(s.get('d_p99'), 3, True)} | {s['errors']} "
             f"| {num(s.get('cpu_us_per_req'), 0)} | {num(s.get('rss_peak_mib'), 1)} |"
         )
@@ -122,18 +132,19 @@ def json_table(result: Row) -> list[str]:
 
 def stream_table(result: Row) -> list[str]:
     lines = [
-        "| c | Row | streams/s | TTFE p50 ms | TTFE p90 ms | TTFE p99 ms | ΔTTFE p50 ms "
-        "| stream p50 ms | Errors | CPU µs/stream | Peak RSS MiB |",
-        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| c | Row | streams/s | of floor | TTFE p50 ms | TTFE p90 ms | TTFE p99 ms "
+        "| ΔTTFE p50 ms | stream p50 ms | Errors | CPU µs/stream | CPU µs/event | Peak RSS MiB |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in result["summary"]:
         if s["kind"] != "stream":
             continue
         lines.append(
             f"| {s['concurrency']} | {label(result['meta'], s['target'])} | {num(s['rps'], 0)} "
-            f"| {num(s['p50'], 3)} | {num(s['p90'], 3)} | {num(s['p99'], 3)} "
-            f"| {num(s.get('d_p50'), 3, True)} | {num(s.get('total_p50'), 3)} | {s['errors']} "
-            f"| {num(s.get('cpu_us_per_req'), 0)} | {num(s.get('rss_peak_mib'), 1)} |"
+            f"| {pct(s.get('of_floor'))} | {num(s['p50'], 3)} | {num(s['p90'], 3)} "
+            f"| {num(s['p99'], 3)} | {num(s.get('d_p50'), 3, True)} | {num(s.get('total_p50'), 3)} "
+            f"| {s['errors']} | {num(s.get('cpu_us_per_req'), 0)} "
+            f"| {num(s.get('cpu_us_per_event'), 1)} | {num(s.get('rss_peak_mib'), 1)} |"
         )
     return lines
 
@@ -205,7 +216,50 @@ def t_body(result: Row, _: Row | None, target: str) -> tuple[str, bool | None]:
     return text, large["d_p50"] <= 2 * max(small["d_p50"], 0.0)
 
 
+def t_of_floor(case: str, fraction: float) -> Check:
+    """Throughput at least `fraction` of the floor's in the same case."""
+
+    def check(result: Row, _: Row | None, target: str) -> tuple[str, bool | None]:
+        s = find(result, case, target)
+        if s is None or s.get("of_floor") is None:
+            return "not measured", None
+        return pct(s["of_floor"]) + " of the floor", s["of_floor"] >= fraction
+
+    return check
+
+
+def t_over_floor(case: str, ceiling: float) -> Check:
+    """p50 (a stream's time to first event) at most `ceiling` ms over the floor's."""
+
+    def check(result: Row, _: Row | None, target: str) -> tuple[str, bool | None]:
+        s = find(result, case, target)
+        if s is None or "d_p50_floor" not in s:
+            return "not measured", None
+        return f"{num(s['d_p50_floor'], 3, True)} ms", s["d_p50_floor"] <= ceiling
+
+    return check
+
+
+def t_event_cpu(case: str, ceiling: float) -> Check:
+    """CPU per stream event beyond the floor's at most `ceiling` µs."""
+
+    def check(result: Row, _: Row | None, target: str) -> tuple[str, bool | None]:
+        s, floor = find(result, case, target) or {}, find(result, case, FLOOR_ROW) or {}
+        own, least = s.get("cpu_us_per_event"), floor.get("cpu_us_per_event")
+        if own is None or least is None:
+            return "not measured", None
+        extra = own - least
+        return f"{num(extra, 1, True)} µs", extra <= ceiling
+
+    return check
+
+
 TARGETS: list[tuple[str, Check]] = [
+    ("Stream c=16 ≥ 50% of the floor", t_of_floor("stream-2msg-c16", 0.5)),
+    ("Stream c=1 TTFE p50 ≤ floor + 0.15 ms", t_over_floor("stream-2msg-c1", 0.15)),
+    ("JSON c=16 ≥ 65% of the floor", t_of_floor("json-2msg-c16", 0.65)),
+    ("JSON c=1 p50 ≤ floor + 0.1 ms", t_over_floor("json-2msg-c1", 0.1)),
+    ("CPU per stream event ≤ floor's + 20 µs (c=16)", t_event_cpu("stream-2msg-c16", 20.0)),
     ("JSON c=16 ≥ 2,500 req/s", t_rps("json-2msg-c16", 2500, "req/s")),
     ("JSON c=1 Δp50 ≤ 0.4 ms", t_delta("json-2msg-c1", "d_p50", 0.4)),
     ("JSON c=64 Δp99 ≤ 50 ms, zero errors", t_delta("json-2msg-c64", "d_p99", 50, no_errors=True)),
@@ -468,7 +522,6 @@ def observability_section(result: Row) -> list[str]:
     for proof in observed_proof(result):
         lines += ["", proof]
     return [*lines, ""]
-    return lines
 
 
 def observability_markdown(result: Row) -> str:

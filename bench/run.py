@@ -78,7 +78,10 @@ BASE_ROWS = {
     SAMPLED_ROW: BARE_ROW,
 }
 """The row each row's cost is measured against, in the same run (when both ran)."""
-ROW_ORDER = ("direct", BARE_ROW, "native", TRACED_ROW, SAMPLED_ROW, "sdk", *LIMITED_ROWS)
+FLOOR_ROW = "floor"
+"""bench/floor.py: a minimal pass-through (auth, forward, relay bytes), the gateway's floor."""
+NOT_GATEWAYS = ("direct", FLOOR_ROW)
+ROW_ORDER = ("direct", FLOOR_ROW, BARE_ROW, "native", TRACED_ROW, SAMPLED_ROW, "sdk", *LIMITED_ROWS)
 LEDGER_FILE = "ai-gateway.db"
 """A gateway's SQLite file in its working directory (no DATABASE_URL): its usage ledger."""
 JOURNAL_DIR = "ai-gateway-journal"
@@ -190,7 +193,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def targets_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     """The rows to measure, in order: direct, each static-key row, each limited row."""
     if args.targets is None:
-        wanted = ["direct", *args.transports]
+        wanted = ["direct", FLOOR_ROW, *args.transports]
         if LIMITED_TRANSPORT in args.transports and not args.soak:
             wanted += list(OBSERVED_ROWS) if args.workers == 1 else []
             wanted += [r for r in LIMITED_ROWS if args.workers == 1 or r != "vk-memory"]
@@ -329,13 +332,27 @@ def start_targets(run: Run, workdir: Path) -> list[Target]:
     targets = []
     if "direct" in run.args.targets:
         targets.append(Target("direct", up_port, "/v1/chat/completions", MODEL, proc=upstream))
+    key = "sk-bench-" + secrets.token_hex(12)
+    if FLOOR_ROW in run.args.targets:
+        targets.append(start_floor(run, up_port, key))
     if TRACED_ROW in run.args.targets or SAMPLED_ROW in run.args.targets:
         start_sink(run)
-    key = "sk-bench-" + secrets.token_hex(12)
     for name in run.args.targets:
-        if name != "direct":
+        if name not in NOT_GATEWAYS:
             targets.append(start_gateway(run, name, up_port, key, workdir / f"gateway-{name}"))
     return targets
+
+
+def start_floor(run: Run, upstream_port: int, key: str) -> Target:
+    """The pass-through floor (bench/floor.py), called with the gateways' static key."""
+    port, log = free_port(), run.out / "logs" / "floor.log"
+    log.write_bytes(b"")
+    cmd = [sys.executable, "-m", "bench.floor", "--port", str(port), "--key", key]
+    cmd += ["--upstream", f"http://{HOST}:{upstream_port}"]
+    env = dict(os.environ) | {"PYTHONPATH": str(ROOT)}
+    proc = start(run, cmd, log, env, ROOT)
+    wait_ready(proc, port, "/v1/models", log)
+    return Target(FLOOR_ROW, port, "/v1/chat/completions", MODEL, key, proc, log)
 
 
 def start_sink(run: Run) -> None:
@@ -646,7 +663,7 @@ def measure(run: Run, target: Target, case: Case, pids: list[int]) -> dict[str, 
         also_us = (sum(map(proc_cpu_s, target.also_measured)) - also_before) * 1e6 / requests
         result["redis_cpu_us_per_req"] = round(also_us, 1)
     result["quiet_wait_s"] = waited
-    if target.proc is not None and target.name != "direct":
+    if target.proc is not None and target.name not in NOT_GATEWAYS:
         result["rss_peak_mib"] = round(gateway_kib(target.proc, "VmHWM") / 1024, 1)
         result |= log_counts(target)
     return result
@@ -675,8 +692,8 @@ def run_matrix(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Medians over repetitions; deltas against `direct` in the same case, and each row's cost
-    against its base row (BASE_ROWS) in the same case."""
+    """Medians over repetitions; deltas against `direct` in the same case, and the comparisons
+    between rows (`compare`)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["case"], row["target"]), []).append(row)
@@ -708,12 +725,34 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if base is not None and entry["target"] != "direct":
             entry["d_p50"] = round(entry["p50"] - base["p50"], 3)
             entry["d_p99"] = round(entry["p99"] - base["p99"], 3)
+    compare(summary)
+    return summary
+
+
+def compare(summary: list[dict[str, Any]]) -> None:
+    """Each row's cost against its base row (BASE_ROWS) and each gateway row against the floor,
+    in the same case; a stream's CPU per event beyond a JSON request's, per row."""
     by_row = {(s["case"], s["target"]): s for s in summary}
     for entry in summary:
         base = by_row.get((entry["case"], BASE_ROWS.get(entry["target"], "")))
         if base is not None:
             entry |= cost_against(entry, base)
-    return summary
+        floor = by_row.get((entry["case"], FLOOR_ROW))
+        if floor is not None and entry["target"] not in NOT_GATEWAYS:
+            entry |= against_floor(entry, floor)
+        json = by_row.get((f"json-2msg-c{entry['concurrency']}", entry["target"]))
+        if entry["kind"] == "stream" and json is not None and entry.get("events_per_stream"):
+            extra = entry["cpu_us_per_req"] - json["cpu_us_per_req"]
+            entry["cpu_us_per_event"] = round(extra / entry["events_per_stream"], 1)
+
+
+def against_floor(entry: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    """A gateway row against the pass-through floor in the same case: its throughput as a
+    fraction of the floor's, and its p50 (a stream's time to first event) over the floor's."""
+    return {
+        "of_floor": round(entry["rps"] / floor["rps"], 3) if floor["rps"] else None,
+        "d_p50_floor": round(entry["p50"] - floor["p50"], 3),
+    }
 
 
 def cost_against(entry: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
@@ -928,7 +967,7 @@ def main(argv: list[str] | None = None) -> None:
         meta["row_settings"] = {name: env for name, env in settings.items() if env}
         meta["checks"] = {t.name: check_target(t) for t in targets}
         if args.soak:
-            soak = [soak_one(t, args) for t in targets if t.name != "direct"]
+            soak = [soak_one(t, args) for t in targets if t.name not in NOT_GATEWAYS]
             result = {"meta": meta, "soak": soak}
             write(args.out / "soak.json", json.dumps(result, indent=2))
             write(args.out / "soak.md", report.soak_markdown(result))
@@ -936,7 +975,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         probes = 50 if args.quick else 300
         meta["server_timing"] = {
-            t.name: server_timing(t, probes) for t in targets if t.name != "direct"
+            t.name: server_timing(t, probes) for t in targets if t.name not in NOT_GATEWAYS
         }
         rows = run_matrix(run, targets)
     meta |= run.notes

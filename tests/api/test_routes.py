@@ -722,8 +722,14 @@ async def test_server_timing_splits_gateway_and_upstream_time(client: httpx.Asyn
     chat = await client.post(CHAT, json=chat_body(model=UNIFIED_MODEL))
     health = await client.get("/healthz")
 
-    assert re.fullmatch(r"gw;dur=[0-9.]+, upstream;dur=[0-9.]+", chat.headers["server-timing"])
-    assert re.fullmatch(r"gw;dur=[0-9.]+", health.headers["server-timing"])
+    timing = re.fullmatch(
+        r"gw;dur=([0-9.]+), upstream;dur=([0-9.]+), ttfb;dur=([0-9.]+)",
+        chat.headers["server-timing"],
+    )
+    assert timing is not None
+    gateway, upstream, first_byte = map(float, timing.groups())
+    assert first_byte == pytest.approx(gateway + upstream, abs=0.002)
+    assert re.fullmatch(r"gw;dur=[0-9.]+, ttfb;dur=[0-9.]+", health.headers["server-timing"])
 
 
 @pytest.mark.anyio

@@ -39,7 +39,9 @@ def test_openai_sdk_gets_a_valid_completion_through_the_unified_route(
     assert completion.usage is not None
     assert completion.usage.total_tokens == 5
     assert raw.headers["x-request-id"]
-    assert re.fullmatch(r"gw;dur=[0-9.]+, upstream;dur=[0-9.]+", raw.headers["server-timing"])
+    assert re.fullmatch(
+        r"gw;dur=[0-9.]+, upstream;dur=[0-9.]+, ttfb;dur=[0-9.]+", raw.headers["server-timing"]
+    )
     assert_completion(raw.http_response.json())
     sent = fake_upstream.requests[-1]
     assert sent.path == "/v1/chat/completions"
@@ -86,7 +88,9 @@ def test_raw_stream_ends_with_done_even_when_upstream_omits_it(
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.text.endswith("data: [DONE]\n\n")
     assert '"usage"' not in response.text  # not asked for: the usage chunk is withheld
-    assert re.fullmatch(r"gw;dur=[0-9.]+, upstream;dur=[0-9.]+", response.headers["server-timing"])
+    assert re.fullmatch(
+        r"gw;dur=[0-9.]+, upstream;dur=[0-9.]+, ttfb;dur=[0-9.]+", response.headers["server-timing"]
+    )
 
 
 def test_cerebras_sdk_is_a_client_of_the_provider_route(

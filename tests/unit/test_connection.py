@@ -1,6 +1,7 @@
 """HeaderLimitedProtocol fed directly: what a plain loopback socket cannot force."""
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -8,7 +9,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from ai_gateway.api.connection import HeaderLimitedProtocol
+from ai_gateway.api.connection import ARRIVED, HeaderLimitedProtocol
 
 MAX_HEADER_BYTES = 1024
 ENVELOPE = {
@@ -66,9 +67,9 @@ async def ok(scope: Any, receive: Any, send: Any) -> None:
 
 
 def connect(
-    transport: RecordingTransport, *, header_timeout_s: float = 5.0
+    transport: RecordingTransport, *, header_timeout_s: float = 5.0, app: Any = ok
 ) -> HeaderLimitedProtocol:
-    config = uvicorn.Config(ok, lifespan="off", log_config=None)
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
     protocol = HeaderLimitedProtocol(
         config,
         ServerState(),
@@ -140,4 +141,31 @@ async def test_a_malformed_request_over_the_limit_is_still_the_parsers_400() -> 
     assert transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert transport.written.endswith(b"\r\n\r\nInvalid HTTP request received.")
     assert transport.is_closed
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_a_request_is_timed_from_the_first_read_of_its_header_block() -> None:
+    arrivals: list[float] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        arrivals.append(scope[ARRIVED])
+        await ok(scope, receive, send)
+
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, app=app)
+    before = time.perf_counter()
+    protocol.data_received(b"GET / HTTP/1.1\r\nX-Slow: ")
+    await asyncio.sleep(0.05)
+    completed = time.perf_counter()
+    protocol.data_received(b"1\r\n\r\n")
+    await asyncio.sleep(0.01)
+    # Two pipelined requests in one read: the second's time starts when its headers are parsed.
+    protocol.data_received(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)
+
+    first, second, third = arrivals
+    assert before <= first < completed
+    assert completed < second <= third
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 3
     protocol.connection_lost(None)

@@ -1,8 +1,9 @@
 """The HTTP/1.1 connection: uvicorn's httptools protocol with a size and a time limit on headers."""
 
 import asyncio
+import time
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -17,6 +18,9 @@ from ai_gateway.errors import InvalidRequest
 log = structlog.get_logger(__name__)
 
 HEADER_TOO_LARGE = 431
+ARRIVED = "ai_gateway.arrived"
+"""The scope key holding when the request's first byte was read (`time.perf_counter()`): the
+start of the times the response reports (Server-Timing, the log line, the ledger)."""
 
 
 class HeaderLimitedProtocol(HttpToolsProtocol):
@@ -43,6 +47,7 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # of the open header block; 0 once its headers are complete
         self._header_timer: asyncio.TimerHandle | None = None
         self._is_rejected = False
+        self._arrived: float | None = None  # the open header block's first read
 
     # Narrowed from BaseTransport exactly as uvicorn's own protocol does.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -58,6 +63,8 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """Count header bytes, then parse; a block that outgrows the limit is never parsed."""
         if self._reading_headers:
+            if self._arrived is None:
+                self._arrived = time.perf_counter()
             # A block pipelined behind a request in the same read is counted from the next
             # read: it can pass the limit by at most one read before it is caught.
             self._header_bytes += len(data)
@@ -70,10 +77,14 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
             self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
-        """The header block is in: what follows is the body, untimed and uncounted here."""
+        """The header block is in: what follows is the body, untimed and uncounted here. The
+        request's scope notes when its first byte was read (a request pipelined behind another
+        was read with it: its time starts now)."""
         self._reading_headers = False
         self._header_bytes = 0
         self._cancel_header_timer()
+        cast(dict[str, Any], self.scope)[ARRIVED] = self._arrived or time.perf_counter()
+        self._arrived = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -16,6 +16,7 @@ logged as `client_closed`.
 import asyncio
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -25,6 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ai_gateway.api.auth import authenticate, bearer_token
 from ai_gateway.api.body import check_content_type, read_body
+from ai_gateway.api.connection import ARRIVED
 from ai_gateway.api.record import RequestRecord
 from ai_gateway.api.renderer import error_response, internal_error
 from ai_gateway.api.routes import Access, Call, Routes
@@ -134,7 +136,8 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One request: its record, its response, its log line, whatever happens."""
-        record = RequestRecord(request_id_of(scope), scope["method"], scope["path"])
+        started = scope.get(ARRIVED) or time.perf_counter()
+        record = RequestRecord(request_id_of(scope), scope["method"], scope["path"], started)
         structlog.contextvars.bind_contextvars(request_id=record.request_id)
         framed = self._framing(record, send, is_head=scope["method"] == "HEAD")
         for observer in self.observers:

@@ -25,6 +25,8 @@ class RequestRecord:
     method: str
     path: str
     started: float = field(default_factory=time.perf_counter)
+    """When the request's first byte was read (api/connection.py), else when it reached the
+    app."""
     status: int | None = None
     provider: str | None = None
     model: str | None = None
@@ -89,16 +91,19 @@ class RequestRecord:
         return round((time.perf_counter() - self.started) * 1000, 3)
 
     def server_timing(self) -> str:
-        """The `Server-Timing` value when the response starts: gateway time, upstream time.
+        """The `Server-Timing` value when the response starts: gateway time, upstream time,
+        and the time to the first byte the caller is sent (the head, which leaves at once: a
+        stream's first event follows it in the same turn of the event loop).
 
-        Gateway time is everything up to the response head but the upstream's share (for a
-        stream, the upstream's share is its time to the first chunk).
+        All three count from the request's first byte read. Gateway time is everything up to
+        the response head but the upstream's share (for a stream, the upstream's share is its
+        time to the first chunk).
         """
-        elapsed = (time.perf_counter() - self.started) * 1000
+        elapsed = round((time.perf_counter() - self.started) * 1000, 3)
         self.gateway_ms = round(max(elapsed - (self.upstream_ms or 0.0), 0.0), 3)
         if self.upstream_ms is None:
-            return f"gw;dur={self.gateway_ms}"
-        return f"gw;dur={self.gateway_ms}, upstream;dur={self.upstream_ms}"
+            return f"gw;dur={self.gateway_ms}, ttfb;dur={elapsed}"
+        return f"gw;dur={self.gateway_ms}, upstream;dur={self.upstream_ms}, ttfb;dur={elapsed}"
 
     def fields(self) -> dict[str, Any]:
         """The log line's key/value pairs."""
