@@ -106,15 +106,15 @@ class FakeProvider:
 
     async def stream_chat_completions(
         self, req: ChatCompletionRequest
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
         self.requests.append(req)
         normalizer = ChunkNormalizer(self.name)
         try:
             for index, data in enumerate(self.chunks):
                 if self.error is not None and self.fail_after == index:
                     raise self.error
-                for chunk in normalizer.feed(data):
-                    yield chunk
+                if chunks := normalizer.feed(data):
+                    yield chunks
             if self.error is not None and self.fail_after is None:
                 raise self.error
         finally:

@@ -73,10 +73,10 @@ class ScriptedProvider(FakeProvider):
 
     async def stream_chat_completions(
         self, req: ChatCompletionRequest
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
         if self.hang_after is None:
-            async for chunk in super().stream_chat_completions(req):
-                yield chunk
+            async for arrived in super().stream_chat_completions(req):
+                yield arrived
             return
         self.requests.append(req)
         normalizer = ChunkNormalizer(self.name)
@@ -86,7 +86,7 @@ class ScriptedProvider(FakeProvider):
                     self.hanging.set()
                     await asyncio.Event().wait()
                 self.yielded += 1
-                yield chunk
+                yield [chunk]
 
 
 @dataclass

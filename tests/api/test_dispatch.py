@@ -44,7 +44,7 @@ class HangingProvider(FakeProvider):
 
     async def stream_chat_completions(
         self, req: ChatCompletionRequest
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
         await self.chat_completions(req)
         yield  # pragma: no cover
 

@@ -25,6 +25,7 @@ from tests.fakes import (
     completion_payload,
 )
 from tests.openai_spec import assert_chunk, assert_completion, assert_error
+from tests.streams import drain
 
 
 @dataclass
@@ -61,13 +62,13 @@ class RecordingClient:
 
     async def stream_chat(
         self, model: str, messages: msgspec.Raw, **params: Any
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         self.calls.append(Call("stream", model, as_python(messages), python_params(params)))
         try:
             if self.error is not None:
                 raise self.error
             for chunk in copy.deepcopy(self.chunks):
-                yield chunk
+                yield [chunk]
         finally:
             self.streams_closed += 1
 
@@ -100,21 +101,15 @@ async def stream(client: RecordingClient, **overrides: Any) -> list[dict[str, An
     """Every chunk through the provider, as the caller sees it (each validated twice)."""
     provider = CerebrasProvider(as_api(client))
     chunks: list[ChatCompletionChunk] = [
-        chunk async for chunk in provider.stream_chat_completions(chat_request(**overrides))
+        chunk
+        async for arrived in provider.stream_chat_completions(chat_request(**overrides))
+        for chunk in arrived
     ]
     bodies = [chunk.data for chunk in chunks]
     for body in bodies:
         assert_chunk(body)
         OpenAIChatCompletionChunk.model_validate(body)
     return bodies
-
-
-async def drain(
-    chunks: AsyncGenerator[ChatCompletionChunk, None], received: list[ChatCompletionChunk]
-) -> None:
-    """Append every chunk to `received` until the stream ends or fails."""
-    async for chunk in chunks:
-        received.append(chunk)
 
 
 ALL_ROLES: list[dict[str, Any]] = [

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from ai_gateway.providers.cerebras_client import CerebrasAPI, CerebrasClient
 from ai_gateway.providers.wire import USER_AGENT, OpenAIWire, WireClient
 from tests.fake_upstream import FakeUpstream, RecordedRequest, Reply, json_reply, sse_reply
 from tests.fakes import MODEL, UPSTREAM_KEY, chunk_payloads, completion_payload
+from tests.streams import drain
 
 MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "hello"}]
 
@@ -71,15 +72,11 @@ def closed_port() -> int:
 
 async def collect(client: CerebrasAPI, **params: Any) -> list[dict[str, Any]]:
     """Every chunk of one stream."""
-    return [chunk async for chunk in client.stream_chat(MODEL, MESSAGES, **params)]
-
-
-async def drain(
-    stream: AsyncGenerator[dict[str, Any], None], received: list[dict[str, Any]]
-) -> None:
-    """Append every chunk of `stream` to `received` until it ends or fails."""
-    async for chunk in stream:
-        received.append(chunk)
+    return [
+        chunk
+        async for arrived in client.stream_chat(MODEL, MESSAGES, **params)
+        for chunk in arrived
+    ]
 
 
 async def chat_error(client: CerebrasAPI) -> GatewayError:
@@ -557,7 +554,7 @@ async def test_closing_the_stream_early_disconnects_the_upstream(
     first = await anext(stream)
     await stream.aclose()
 
-    assert first == chunks[0]
+    assert first == [chunks[0]]
     # Poll from a thread: the event loop must keep running to finish closing the socket.
     assert await asyncio.to_thread(fake_upstream.wait_for_disconnects, 1, 2.0)
 

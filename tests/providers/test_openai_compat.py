@@ -80,7 +80,8 @@ async def test_groq_drops_what_it_rejects_from_streams_too(
     fake_upstream.reply(sse_reply(chunk_payloads(["a", "b"])))
     provider = provider_for(groq, wire, fake_upstream)
 
-    chunks = [c async for c in provider.stream_chat_completions(chat_request(logprobs=True))]
+    stream = provider.stream_chat_completions(chat_request(logprobs=True))
+    chunks = [c async for arrived in stream for c in arrived]
 
     assert "logprobs" not in fake_upstream.requests[-1].json
     assert fake_upstream.requests[-1].json["stream_options"] == {"include_usage": True}

@@ -7,7 +7,7 @@ import json
 import time
 import tracemalloc
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, Reply, gzip_reply, json_reply, sse_reply
 from tests.fakes import MODEL, UPSTREAM_KEY, chat_request, chunk_payloads, completion_payload
 from tests.providers.conftest import UpstreamFactory
+from tests.streams import drain
 
 MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "hello"}]
 MIB = 1024 * 1024
@@ -56,15 +57,7 @@ def event_bomb() -> Reply:
 
 async def collect(client: UpstreamAPI) -> list[dict[str, Any]]:
     """Every chunk of one stream."""
-    return [chunk async for chunk in client.stream_chat(MODEL, MESSAGES)]
-
-
-async def drain(
-    stream: AsyncGenerator[dict[str, Any], None], received: list[dict[str, Any]]
-) -> None:
-    """Append every chunk of `stream` to `received` until it ends or fails."""
-    async for chunk in stream:
-        received.append(chunk)
+    return [chunk async for arrived in client.stream_chat(MODEL, MESSAGES) for chunk in arrived]
 
 
 async def peak_while(call: Callable[[], Awaitable[object]]) -> tuple[GatewayError, int]:

@@ -2,7 +2,6 @@
 (message, code, param), every path (an HTTP error status, an error body in a 200, an error event
 mid-stream), the exact keys of every configured vendor as well as the key shapes."""
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from tests.conftest import make_settings
 from tests.fake_upstream import FakeUpstream, json_reply, sse_reply
 from tests.fakes import MODEL, UPSTREAM_KEY, chat_request, chunk_payloads
 from tests.providers.conftest import UpstreamFactory
+from tests.streams import drain
 
 MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": "hello"}]
 # Another vendor's key, of no known shape: only the list of configured keys can catch it.
@@ -30,14 +30,6 @@ def error_body(field: str, key: str, **extra: Any) -> dict[str, Any]:
     """An upstream error whose `field` holds `key`."""
     error = {"message": "rejected", "code": "some_code", "param": "some_param"}
     return {"error": {**error, field: f"key {key} here"}, **extra}
-
-
-async def drain(
-    stream: AsyncGenerator[dict[str, Any], None], received: list[dict[str, Any]]
-) -> None:
-    """Append every chunk of `stream` to `received` until it ends or fails."""
-    async for chunk in stream:
-        received.append(chunk)
 
 
 def assert_redacted(error: GatewayError, field: str, key: str) -> None:

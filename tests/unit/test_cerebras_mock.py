@@ -47,7 +47,7 @@ async def chat(messages: list[dict[str, Any]] = MESSAGES, **params: Any) -> dict
 async def chunks(messages: list[dict[str, Any]] = MESSAGES, **params: Any) -> list[dict[str, Any]]:
     """Every chunk of one streamed mock answer."""
     stream = MockCerebrasClient().stream_chat(MODEL, messages, stream=True, **params)
-    return [chunk async for chunk in stream]
+    return [chunk async for arrived in stream for chunk in arrived]
 
 
 def streamed_text(parts: list[dict[str, Any]]) -> str:
@@ -324,7 +324,10 @@ async def test_mapped_chunks_are_valid_and_match_the_completion(overrides: dict[
 
     bodies = [
         chunk.data
-        async for chunk in provider.stream_chat_completions(chat_request(stream=True, **overrides))
+        async for arrived in provider.stream_chat_completions(
+            chat_request(stream=True, **overrides)
+        )
+        for chunk in arrived
     ]
 
     for body in bodies:
@@ -445,7 +448,8 @@ async def mock_outcome(
     client = MockCerebrasClient()
     try:
         if stream:
-            return [chunk async for chunk in client.stream_chat(model, messages, **params)]
+            stream = client.stream_chat(model, messages, **params)
+            return [chunk async for arrived in stream for chunk in arrived]
         return [await client.chat(model, messages, **params)]
     except GatewayError as error:
         return error
@@ -591,7 +595,8 @@ async def real_outcome(
 ) -> list[dict[str, Any]]:
     """What a real-mode client gives for the request: its chunks or its one completion."""
     if stream:
-        return [chunk async for chunk in client.stream_chat(model, MESSAGES, **params)]
+        stream = client.stream_chat(model, MESSAGES, **params)
+        return [chunk async for arrived in stream for chunk in arrived]
     return [await client.chat(model, MESSAGES, **params)]
 
 

@@ -47,11 +47,11 @@ class ScriptedProvider:
 
     async def stream_chat_completions(
         self, req: ChatCompletionRequest
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
         try:
             await self._step()
             for data in chunk_payloads([self.name]):
-                yield ChatCompletionChunk(data)
+                yield [ChatCompletionChunk(data)]
                 await asyncio.sleep(0)
         finally:
             self.closed += 1
@@ -104,7 +104,7 @@ async def test_a_stream_within_its_total_time_ends_normally() -> None:
     route = route_of(router, fast, timeouts=Timeouts(total_s=5))
 
     served = await router.open_stream(route, chat_request(stream=True))
-    rest = [chunk async for chunk in served.value.rest]
+    rest = [chunk async for arrived in served.value.rest for chunk in arrived]
 
     assert served.value.first is not None
     assert rest[-1].data["usage"]["completion_tokens"] == 1
@@ -319,10 +319,10 @@ async def test_a_loser_that_fails_to_close_still_frees_every_probe() -> None:
     class BadClose(ScriptedProvider):
         async def stream_chat_completions(
             self, req: ChatCompletionRequest
-        ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
             try:
-                async for chunk in super().stream_chat_completions(req):
-                    yield chunk
+                async for arrived in super().stream_chat_completions(req):
+                    yield arrived
             finally:
                 raise ProviderError("reset while closing")
 

@@ -13,10 +13,13 @@ from ai_gateway.api.streaming import (
     DONE,
     SEND_TIMEOUT,
     EventStreamResponse,
+    encode_chunk,
     encode_error,
     encode_event,
+    event_frames,
 )
 from ai_gateway.errors import InvalidRequest, ProviderError
+from ai_gateway.schemas import ChatCompletionChunk
 
 SCOPE: dict[str, Any] = {"type": "http", "method": "POST", "path": "/v1/chat/completions"}
 
@@ -69,40 +72,59 @@ def test_done_frame() -> None:
     assert DONE == b"data: [DONE]\n\n"
 
 
+def chunk(text: str, *, usage: bool = False) -> ChatCompletionChunk:
+    """A normalised chunk with one content delta (or the usage chunk)."""
+    data: dict[str, Any] = {"id": "c", "object": "chat.completion.chunk", "model": "m"}
+    if usage:
+        data |= {
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        }
+    else:
+        data["choices"] = [{"index": 0, "delta": {"content": text}, "finish_reason": None}]
+    return ChatCompletionChunk(data)
+
+
 @pytest.mark.anyio
-async def test_the_first_frame_leaves_alone_and_the_ready_rest_in_one_write() -> None:
+async def test_each_burst_of_chunks_leaves_in_one_write_and_done_ends_the_body() -> None:
     closed: list[bool] = []
 
-    async def frames() -> AsyncGenerator[bytes, None]:
+    async def rest() -> AsyncGenerator[list[ChatCompletionChunk], None]:
         try:
-            for frame in (b"data: 1\n\n", b"data: 2\n\n", DONE):
-                yield frame
+            yield [chunk("b"), chunk("c"), chunk("", usage=True)]
         finally:
             closed.append(True)
 
+    record = RequestRecord("req", "POST", "/v1/chat/completions")
+    frames = event_frames([chunk("a")], rest(), include_usage=False, record=record)
     sent: list[Message] = []
 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    response = streamed(frames(), headers={"x-test": "1"})
+    response = streamed(frames, headers={"x-test": "1"}, record=record)
     with anyio.fail_after(1):
         await response(SCOPE, never_disconnects, send)
 
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == 200
     assert (b"x-test", b"1") in sent[0]["headers"]
+    a, b, c = (encode_chunk(chunk(text), include_usage=False) for text in "abc")
     assert sent[1:] == [
-        {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True},
-        {"type": "http.response.body", "body": b"data: 2\n\n" + DONE, "more_body": False},
+        {"type": "http.response.body", "body": a, "more_body": True},
+        {"type": "http.response.body", "body": b + c, "more_body": True},
+        {"type": "http.response.body", "body": DONE, "more_body": False},
     ]
     assert closed == [True]
+    assert record.chunks == 4
+    assert record.usage is not None
+    assert record.usage.completion_tokens == 2
 
 
 @pytest.mark.anyio
-async def test_frames_that_arrive_apart_are_sent_apart_in_order() -> None:
+async def test_pieces_that_arrive_apart_are_sent_apart_in_order() -> None:
     async def frames() -> AsyncGenerator[bytes, None]:
-        for frame in (b"data: 1\n\n", b"data: 2\n\n"):
+        for frame in (b"data: 1\n\n", b"data: 2\n\n", DONE):
             yield frame
             await asyncio.sleep(0.01)
 
@@ -114,8 +136,37 @@ async def test_frames_that_arrive_apart_are_sent_apart_in_order() -> None:
     with anyio.fail_after(1):
         await streamed(frames())(SCOPE, never_disconnects, send)
 
-    assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n", b""]
+    assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n", DONE]
     assert [m.get("more_body") for m in sent[1:]] == [True, True, False]
+
+
+@pytest.mark.anyio
+async def test_nothing_is_read_ahead_of_a_client_that_is_slow_to_take_a_write() -> None:
+    pulled = 0
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        nonlocal pulled
+        for _ in range(100):
+            pulled += 1
+            yield b"data: x\n\n"
+
+    written = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_send(message: Message) -> None:
+        if message.get("body") and not written.is_set():
+            written.set()
+            await release.wait()  # the server's flow control holds the first write
+
+    task = asyncio.ensure_future(streamed(frames())(SCOPE, never_disconnects, slow_send))
+    with anyio.fail_after(1):
+        await written.wait()
+        await asyncio.sleep(0.05)
+        assert pulled == 1
+        release.set()
+        await task
+
+    assert pulled == 100
 
 
 @pytest.mark.anyio
@@ -161,7 +212,7 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout() -
 
     async def frames() -> AsyncGenerator[bytes, None]:
         try:
-            for _ in range(1000):  # far more than the read-ahead queue holds
+            for _ in range(1000):
                 yield b"data: x\n\n"
         finally:
             closed.set()

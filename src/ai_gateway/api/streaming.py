@@ -2,9 +2,12 @@
 
 A failure before the first chunk propagates as an ordinary HTTP error: the router waits for that
 chunk before the 200 is sent. However the response ends (completed, the caller gone, a caller
-that stopped reading), the chunk iterator and with it the upstream stream are closed. Frames
-that are ready together (an upstream burst) leave in one write: each write wakes the client,
-and on a loaded machine that costs more than the gateway's own work for a frame.
+that stopped reading), the chunk iterator and with it the upstream stream are closed. The chunks
+of one upstream read (a burst) travel the stream together, as a list, and their frames leave in
+one write: each write wakes the client, and on a loaded machine that costs more than the
+gateway's own work for a frame. Nothing is read ahead of a slow client: the next upstream read
+waits for the last write (the server's flow control), and what arrives meanwhile is buffered
+by the upstream connection up to its read limits and sent on as one burst.
 """
 
 import asyncio
@@ -24,8 +27,6 @@ log = structlog.get_logger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 SEND_TIMEOUT = "client_send_timeout"
-# Frames read ahead of a slow client before the upstream is no longer read (backpressure).
-MAX_PENDING_FRAMES = 64
 SSE_HEADERS = {
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
@@ -54,26 +55,26 @@ def encode_error(error: GatewayError) -> bytes:
 
 
 async def event_frames(
-    first: ChatCompletionChunk | None,
-    rest: AsyncGenerator[ChatCompletionChunk, None],
+    first: list[ChatCompletionChunk] | None,
+    rest: AsyncGenerator[list[ChatCompletionChunk], None],
     *,
     include_usage: bool,
     record: RequestRecord,
 ) -> AsyncGenerator[bytes, None]:
-    """Every frame of the stream; usage chunks only when the caller asked for them."""
+    """The stream's bytes, one piece per burst of chunks (usage chunks only when the caller
+    asked for them), then `[DONE]` on its own: always the last piece."""
     async with aclosing(rest):
         try:
-            chunk = first
-            while chunk is not None:
-                usage = chunk.usage  # validated once: the usage chunk only
-                if usage is not None:
-                    record.usage = usage
-                if record.streamed_text is not None:
-                    record.keep_streamed_text(chunk.data)
-                if include_usage or usage is None:
-                    yield encode_chunk(chunk, include_usage=include_usage)
-                record.chunks += 1
-                chunk = await anext(rest, None)
+            chunks = first
+            while chunks is not None:
+                frames = [
+                    encode_chunk(chunk, include_usage=include_usage)
+                    for chunk in chunks
+                    if relayed(chunk, include_usage=include_usage, record=record)
+                ]
+                if frames:
+                    yield b"".join(frames)
+                chunks = await anext(rest, None)
         except GatewayError as exc:
             log.warning("stream_failed", code=exc.code, status=exc.status_code)
             record.error_code = exc.code
@@ -85,9 +86,21 @@ async def event_frames(
     yield DONE
 
 
+def relayed(chunk: ChatCompletionChunk, *, include_usage: bool, record: RequestRecord) -> bool:
+    """Note the chunk on the record (its usage, its text when kept); whether the caller gets
+    it (a usage chunk only when asked for)."""
+    usage = chunk.usage  # validated once: the usage chunk only
+    if usage is not None:
+        record.usage = usage
+    if record.streamed_text is not None:
+        record.keep_streamed_text(chunk.data)
+    record.chunks += 1
+    return include_usage or usage is None
+
+
 def event_stream(
-    first: ChatCompletionChunk | None,
-    rest: AsyncGenerator[ChatCompletionChunk, None],
+    first: list[ChatCompletionChunk] | None,
+    rest: AsyncGenerator[list[ChatCompletionChunk], None],
     *,
     include_usage: bool,
     record: RequestRecord,
@@ -95,9 +108,9 @@ def event_stream(
     close: Callable[[], Awaitable[None]] | None = None,
     send_timeout_s: float,
 ) -> "EventStreamResponse":
-    """The 200 event stream of a stream whose first chunk has arrived (routing/router.py waits
-    for it, so failures before it are plain HTTP errors). `close` releases the upstream when
-    the response ends, however it ends."""
+    """The 200 event stream of a stream whose first chunks have arrived (routing/router.py
+    waits for them, so failures before them are plain HTTP errors). `close` releases the
+    upstream when the response ends, however it ends."""
     frames = event_frames(first, rest, include_usage=include_usage, record=record)
     return EventStreamResponse(
         frames,
@@ -181,33 +194,8 @@ class EventStreamResponse(StreamingResponse):
                 await self._close()
 
     async def _stream(self, send: Send) -> None:
-        """Send the first frame at once, then the rest, coalescing frames ready together."""
+        """Send each piece as it comes (the first at once); `[DONE]` ends the body."""
         async with aclosing(self.frames) as frames:
-            first = await anext(frames, None)
-            if first is not None:
-                await send({"type": "http.response.body", "body": first, "more_body": True})
-            queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=MAX_PENDING_FRAMES)
-            producer = asyncio.ensure_future(self._produce(frames, queue))
-            try:
-                is_last = False
-                while not is_last:
-                    batch = [await queue.get()]
-                    while not queue.empty():
-                        batch.append(queue.get_nowait())
-                    is_last = batch[-1] is None
-                    body = b"".join(frame for frame in batch if frame is not None)
-                    message = {"type": "http.response.body", "body": body, "more_body": not is_last}
-                    await send(message)
-            finally:
-                producer.cancel()
-                await asyncio.wait({producer})
-
-    @staticmethod
-    async def _produce(
-        frames: AsyncGenerator[bytes, None], queue: "asyncio.Queue[bytes | None]"
-    ) -> None:
-        """Read frames ahead of the sender, at most MAX_PENDING_FRAMES of them, then the end
-        marker. Stopped (the sender is gone), it leaves without waiting for room in the queue."""
-        async for frame in frames:
-            await queue.put(frame)
-        await queue.put(None)
+            async for body in frames:
+                # [DONE] is always the last piece: it goes out with the end of the body.
+                await send({"type": "http.response.body", "body": body, "more_body": body != DONE})

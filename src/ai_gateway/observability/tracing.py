@@ -216,8 +216,8 @@ class TracedAttempt:
             if self.owner.capture_content:
                 messages = [choice.get("message") for choice in value.data.get("choices", ())]
                 span.set_attribute("gen_ai.output.messages", orjson.dumps(messages).decode())
-        elif isinstance(value, OpenedStream) and value.first is not None:
-            model = value.first.data.get("model")
+        elif isinstance(value, OpenedStream) and value.first:
+            model = value.first[0].data.get("model")
         else:
             model = None
         if isinstance(model, str):

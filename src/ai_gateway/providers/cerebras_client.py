@@ -185,8 +185,9 @@ class CerebrasClient:
 
     async def stream_chat(
         self, model: str, messages: msgspec.Raw, **params: Any
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Chunks as they arrive; the upstream response is closed when the iterator is.
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Chunks as they arrive, one per list (the SDK hands them over one at a time); the
+        upstream response is closed when the iterator is.
 
         The request timeout bounds the wait for the first chunk; after it, each chunk may take
         up to the read timeout, so long answers are not cut off.
@@ -212,9 +213,9 @@ class CerebrasClient:
                     first = await anext(stream, None)
                 if first is None:
                     return
-                yield to_json_object(first)
+                yield [to_json_object(first)]
                 async for chunk in stream:
-                    yield to_json_object(chunk)
+                    yield [to_json_object(chunk)]
 
     async def list_models(self) -> list[dict[str, Any]]:
         """`GET /v1/models` upstream."""

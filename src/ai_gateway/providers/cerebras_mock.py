@@ -201,12 +201,12 @@ class MockCerebrasClient:
 
     async def stream_chat(
         self, model: str, messages: msgspec.Raw, **params: Any
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """The deterministic completion, chunk by chunk; a refusal comes before any chunk."""
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The deterministic completion, a chunk at a time; a refusal comes before any chunk."""
         listed, plain = as_python(messages), python_params(params)
         check_request(model, listed, plain)
         for chunk in MockAnswer.for_request(model, listed, plain).chunks():
-            yield chunk
+            yield [chunk]
 
     async def list_models(self) -> list[dict[str, Any]]:
         """A small fixed list."""

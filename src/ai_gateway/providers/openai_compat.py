@@ -13,6 +13,7 @@ from contextlib import aclosing
 from typing import Any
 
 from ai_gateway.config import constants
+from ai_gateway.providers.burst import converted
 from ai_gateway.providers.normalizer import ChunkNormalizer, to_completion
 from ai_gateway.providers.params import ParamPolicy
 from ai_gateway.providers.protocol import UpstreamAPI
@@ -55,15 +56,19 @@ class OpenAICompatProvider:
 
     async def stream_chat_completions(
         self, req: ChatCompletionRequest
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """Chunks mapped to the OpenAI schema; usage always arrives as a final usage chunk."""
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
+        """Chunks mapped to the OpenAI schema, those that arrived together in one list; usage
+        always arrives as a final usage chunk."""
         normalizer = ChunkNormalizer(self.name)
         params = {**self._policy.apply(req.model, stream_params(req)), "stream": True}
-        chunks = self._client.stream_chat(req.model, req.upstream_messages(), **params)
-        async with aclosing(chunks):
-            async for data in chunks:
-                for chunk in normalizer.feed(data):
-                    yield chunk
+        arrivals = self._client.stream_chat(req.model, req.upstream_messages(), **params)
+        async with aclosing(arrivals):
+            async for arrived in arrivals:
+                chunks, error = converted(arrived, normalizer.feed)
+                if chunks:
+                    yield chunks
+                if error is not None:
+                    raise error
         normalizer.check_finished()
 
     async def list_models(self) -> list[ModelCard]:

@@ -26,8 +26,9 @@ class ChatProvider(Protocol):
 
     def stream_chat_completions(
         self, req: ChatCompletionRequest
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """The completion's chunks as they arrive; closing the iterator closes the upstream."""
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
+        """The completion's chunks as they arrive, a list of those that arrived together
+        (never an empty list); closing the iterator closes the upstream."""
         ...
 
     async def list_models(self) -> list[ModelCard]:
@@ -54,8 +55,9 @@ class UpstreamAPI(Protocol):
 
     def stream_chat(
         self, model: str, messages: msgspec.Raw, **params: Any
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """The completion's chunks as JSON objects; closing the iterator closes the upstream."""
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The completion's chunks as JSON objects, a list of those that arrived together
+        (never an empty list); closing the iterator closes the upstream."""
         ...
 
     async def list_models(self) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ class UnconfiguredProvider:
 
     async def stream_chat_completions(
         self, req: ChatCompletionRequest
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+    ) -> AsyncGenerator[list[ChatCompletionChunk], None]:
         """Always 503, before any chunk."""
         raise self._error()
         yield  # pragma: no cover  # makes this an async generator like every other provider

@@ -18,6 +18,7 @@ import orjson
 from ai_gateway import __version__
 from ai_gateway.config import constants
 from ai_gateway.errors import ProviderError, UpstreamTimeout
+from ai_gateway.providers.burst import converted
 from ai_gateway.providers.normalizer import error_in_body
 from ai_gateway.providers.upstream_errors import from_upstream_status, malformed, too_large
 from ai_gateway.providers.upstream_limits import UpstreamLimits
@@ -149,8 +150,9 @@ def event_payloads(block: bytes | bytearray, *, provider: str, limit: int) -> It
 
 async def sse_data(
     content: aiohttp.StreamReader, *, provider: str, max_event_bytes: int
-) -> AsyncGenerator[bytes, None]:
-    """The `data:` payload of each server-sent event before `[DONE]`.
+) -> AsyncGenerator[list[bytes], None]:
+    """The `data:` payloads of the server-sent events before `[DONE]`, a list per read: the
+    events that arrived together go on together (never an empty list).
 
     The body is split into events here, from chunks as they arrive, so no line limit of the
     reader applies; an event (or the unfinished rest of one) over `max_event_bytes` is a 502.
@@ -164,17 +166,29 @@ async def sse_data(
         if end >= 0:
             block = pending[:end]
             del pending[:end]
-            for data in event_payloads(block, provider=provider, limit=max_event_bytes):
-                if data == DONE:
-                    await discard_rest(content)
-                    return
-                yield data
+            payloads, is_done = complete_events(block, provider=provider, limit=max_event_bytes)
+            if payloads:
+                yield payloads
+            if is_done:
+                await discard_rest(content)
+                return
         if len(pending) > max_event_bytes:
             raise too_large(provider, max_event_bytes, what="stream event")
-    for data in event_payloads(pending, provider=provider, limit=max_event_bytes):
+    payloads, _ = complete_events(pending, provider=provider, limit=max_event_bytes)
+    if payloads:
+        yield payloads
+
+
+def complete_events(
+    block: bytes | bytearray, *, provider: str, limit: int
+) -> tuple[list[bytes], bool]:
+    """The payloads of the events in `block` up to `[DONE]`, and whether it came."""
+    payloads: list[bytes] = []
+    for data in event_payloads(block, provider=provider, limit=limit):
         if data == DONE:
-            return
-        yield data
+            return payloads, True
+        payloads.append(data)
+    return payloads, False
 
 
 async def discard_rest(content: aiohttp.StreamReader) -> None:
@@ -270,8 +284,9 @@ class OpenAIWire:
 
     async def stream_chat(
         self, model: str, messages: msgspec.Raw, **params: Any
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Chunks as they arrive; the request timeout bounds the wait for the first one."""
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Chunks as they arrive, those of one read together; the request timeout bounds the
+        wait for the first ones."""
         params["stream"] = True
         url = f"{self._base_url}/chat/completions"
         body = self._body(model, messages, params)
@@ -295,15 +310,21 @@ class OpenAIWire:
                     )
                     first = await anext(events, None)
                 if first is not None:
-                    yield self._event(first)
-                    async for data in events:
-                        yield self._event(data)
+                    payloads: list[bytes] | None = first
+                    while payloads is not None:
+                        chunks, error = converted(payloads, self._event)
+                        if chunks:
+                            yield chunks
+                        if error is not None:
+                            raise error
+                        payloads = await anext(events, None)
 
-    def _event(self, data: bytes) -> dict[str, Any]:
+    def _event(self, data: bytes) -> tuple[dict[str, Any]]:
+        """An event's chunk (one: `converted` takes what each payload becomes)."""
         event = self._object(decode_json(self._provider, data))
         if (error := error_in_body(self._provider, event, self._redactor)) is not None:
             raise error
-        return event
+        return (event,)
 
     def _object(self, value: object) -> dict[str, Any]:
         if not isinstance(value, dict):

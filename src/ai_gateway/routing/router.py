@@ -37,18 +37,19 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 MAX_LISTED_ALIASES = 20
-Chunks = AsyncGenerator[ChatCompletionChunk, None]
+Chunks = AsyncGenerator[list[ChatCompletionChunk], None]
+"""A stream's chunks, a list of those that arrived together."""
 
 
 @dataclass(frozen=True, slots=True)
 class OpenedStream:
-    """A stream whose first chunk has arrived (None: the upstream sent no chunk at all).
+    """A stream whose first chunks have arrived (None: the upstream sent no chunk at all).
 
     `rest` is what the caller reads; `upstream` the provider's own iterator under it, closed
     explicitly when the stream is dropped (a wrapper that never started cannot close it).
     """
 
-    first: ChatCompletionChunk | None
+    first: list[ChatCompletionChunk] | None
     rest: Chunks
     upstream: Chunks
 
@@ -87,13 +88,13 @@ async def within_total(chunks: Chunks, deployment: Deployment, deadline: float) 
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
-                    chunk = await anext(chunks, None)
+                    arrived = await anext(chunks, None)
             except TimeoutError:
                 total = deployment.timeouts.total_s or 0.0
                 raise timed_out(deployment, "complete answer", total, remaining_s=inf) from None
-            if chunk is None:
+            if arrived is None:
                 return
-            yield chunk
+            yield arrived
 
 
 class Router:
@@ -177,7 +178,7 @@ class Router:
         return await self._serve(route, req, attempt, discard=None)
 
     async def open_stream(self, route: Route, req: ChatCompletionRequest) -> Served[OpenedStream]:
-        """A stream from the first deployment whose first chunk arrives."""
+        """A stream from the first deployment whose first chunks arrive."""
         deadline_s = route.policy.deadline_s
 
         async def attempt(deployment: Deployment, remaining_s: float) -> OpenedStream:
