@@ -2,6 +2,8 @@
 
 import logging
 import sys
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -11,6 +13,26 @@ import structlog
 def dumps(value: Any, **_: Any) -> str:
     """JSON for log lines; anything orjson cannot encode is logged by its str()."""
     return orjson.dumps(value, default=str).decode()
+
+
+class UtcTimestamp:
+    """A structlog processor: `timestamp` in ISO 8601 UTC with microseconds, as structlog's
+    `TimeStamper(fmt="iso", utc=True)` writes it, the date and time formatted once per second
+    (a line per request: formatting a datetime for each cost more than the rest of the stamp)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        micros = min(round((now - second) * 1_000_000), 999_999)
+        event["timestamp"] = f"{self._prefix}{micros:06d}Z"
+        return event
 
 
 def configure_logging(level: str, fmt: str) -> None:
@@ -23,7 +45,7 @@ def configure_logging(level: str, fmt: str) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        UtcTimestamp(),
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],

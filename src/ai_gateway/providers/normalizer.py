@@ -20,6 +20,10 @@ from ai_gateway.schemas import (
 )
 
 ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+# isinstance() takes these tuples as they are; a `str | None` there is built on every call.
+NUMBER = (int, float)
+TEXT_OR_NULL = (str, type(None))
+OBJECT_OR_NULL = (dict, type(None))
 
 
 def new_completion_id() -> str:
@@ -45,7 +49,7 @@ def error_in_body(
 def created_of(data: dict[str, Any]) -> int:
     """The integer `created`, now when the upstream gave none."""
     created = data.get("created")
-    if isinstance(created, int | float) and not isinstance(created, bool) and isfinite(created):
+    if isinstance(created, NUMBER) and not isinstance(created, bool) and isfinite(created):
         return int(created)
     return int(time.time())
 
@@ -129,7 +133,7 @@ def is_completion_shaped(completion: dict[str, Any]) -> bool:
     return (
         isinstance(completion["id"], str)
         and isinstance(completion.get("model"), str)
-        and isinstance(completion.get("system_fingerprint"), str | None)
+        and isinstance(completion.get("system_fingerprint"), TEXT_OR_NULL)
         and all(is_message_choice(choice) for choice in completion["choices"])
         and is_usage_shaped(completion["usage"])
     )
@@ -142,10 +146,10 @@ def is_message_choice(choice: dict[str, Any]) -> bool:
         isinstance(choice.get("index"), int)
         and isinstance(message, dict)
         and message.get("role") == "assistant"
-        and isinstance(message.get("content"), str | None)
-        and isinstance(message.get("refusal"), str | None)
+        and isinstance(message.get("content"), TEXT_OR_NULL)
+        and isinstance(message.get("refusal"), TEXT_OR_NULL)
         and isinstance(message.get("tool_calls", []), list)
-        and isinstance(choice.get("logprobs"), dict | None)
+        and isinstance(choice.get("logprobs"), OBJECT_OR_NULL)
     )
 
 
@@ -159,13 +163,14 @@ def chunk_choice(choice: object) -> dict[str, Any]:
     if not isinstance(choice, dict):
         return {}
     delta = choice.get("delta") or {}
-    if isinstance(delta, dict) and delta.get("tool_calls") is None:
+    if isinstance(delta, dict) and "tool_calls" in delta and delta["tool_calls"] is None:
         delta = {k: v for k, v in delta.items() if k != "tool_calls"}
+    reason = choice.get("finish_reason")
     return {
         **choice,
         "delta": delta,
         "logprobs": choice.get("logprobs"),
-        "finish_reason": finish_reason_of(choice.get("finish_reason"), final=False),
+        "finish_reason": reason if reason is None else finish_reason_of(reason, final=False),
     }
 
 
@@ -174,24 +179,26 @@ class ChunkNormalizer:
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
-        self._id = new_completion_id()
+        self._id: str | None = None  # the upstream's, else one made when first needed
         self.is_finished = False
 
     def feed(self, data: dict[str, Any]) -> list[ChatCompletionChunk]:
         """The OpenAI chunks for one upstream chunk (none, one, or one plus a usage chunk)."""
-        if (error := error_in_body(self._provider, data)) is not None:
+        if data.get("error") is not None and (error := error_in_body(self._provider, data)):
             raise error
-        self._id = data.get("id") or self._id
+        self._id = data.get("id") or self._id or new_completion_id()
+        choices = [chunk_choice(c) for c in choices_of(self._provider, data)]
         chunk = {
             **data,
             "id": self._id,
             "object": "chat.completion.chunk",
             "created": created_of(data),
-            "choices": [chunk_choice(c) for c in choices_of(self._provider, data)],
+            "choices": choices,
         }
-        self.is_finished |= any(c.get("finish_reason") for c in chunk["choices"])
+        if not self.is_finished:
+            self.is_finished = any(c.get("finish_reason") for c in choices)
         usage = chunk.pop("usage", None)
-        out = [chunk] if chunk["choices"] or usage is None else []
+        out = [chunk] if choices or usage is None else []
         if usage is not None:
             extras = {"choices": [], "usage": usage_of(usage)}
             out.append({k: v for k, v in chunk.items() if k != "time_info"} | extras)
@@ -211,12 +218,12 @@ class ChunkNormalizer:
 def is_chunk_shaped(chunk: dict[str, Any]) -> bool:
     """What OpenAI clients rely on in a normalised chunk (checked by hand: see schemas.py)."""
     usage = chunk.get("usage")
-    return (
-        isinstance(chunk["id"], str)
-        and isinstance(chunk.get("model"), str)
-        and all(is_choice_shaped(choice) for choice in chunk["choices"])
-        and (usage is None or is_usage_shaped(usage))
-    )
+    if not isinstance(chunk["id"], str) or not isinstance(chunk.get("model"), str):
+        return False
+    for choice in chunk["choices"]:
+        if not is_choice_shaped(choice):
+            return False
+    return usage is None or is_usage_shaped(usage)
 
 
 def is_choice_shaped(choice: dict[str, Any]) -> bool:
@@ -225,7 +232,7 @@ def is_choice_shaped(choice: dict[str, Any]) -> bool:
     return (
         isinstance(choice.get("index"), int)
         and isinstance(delta, dict)
-        and isinstance(delta.get("content"), str | None)
-        and isinstance(delta.get("role"), str | None)
+        and isinstance(delta.get("content"), TEXT_OR_NULL)
+        and isinstance(delta.get("role"), TEXT_OR_NULL)
         and isinstance(delta.get("tool_calls", []), list)
     )

@@ -141,6 +141,9 @@ def event_payloads(block: bytes | bytearray, *, provider: str, limit: int) -> It
     if len(block) > limit and max(map(len, events)) > limit:
         raise too_large(provider, limit, what="stream event")
     for event in events:
+        if event.startswith(b"data: ") and b"\n" not in event:  # the usual one-line event
+            yield bytes(event[6:])
+            continue
         lines = [
             line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
         ]
