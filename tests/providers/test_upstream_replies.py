@@ -423,3 +423,20 @@ async def test_every_client_the_registry_builds_reads_within_the_configured_limi
         await registry.aclose()
 
     assert len(fake_upstream.requests) == 2
+
+
+@pytest.mark.anyio
+async def test_events_that_arrive_together_go_on_together_but_the_first_goes_alone(
+    fake_upstream: FakeUpstream,
+) -> None:
+    chunks = chunk_payloads(tuple("abcdef"))
+    body = sse_bytes(chunks) + b"data: [DONE]\n\n"
+    fake_upstream.reply(Reply(headers={"Content-Type": "text/event-stream"}, body=body))
+    wire = WireClient(timeout=2.0)
+    client = OpenAIWire(wire, provider="cerebras", base_url=f"{fake_upstream.url}/v1", api_key="k")
+    try:
+        bursts = [arrived async for arrived in client.stream_chat(MODEL, MESSAGES)]
+    finally:
+        await wire.aclose()
+
+    assert bursts == [chunks[:1], chunks[1:]]

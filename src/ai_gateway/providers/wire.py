@@ -155,13 +155,15 @@ async def sse_data(
     content: aiohttp.StreamReader, *, provider: str, max_event_bytes: int
 ) -> AsyncGenerator[list[bytes], None]:
     """The `data:` payloads of the server-sent events before `[DONE]`, a list per read: the
-    events that arrived together go on together (never an empty list).
+    events that arrived together go on together (never an empty list), but for the stream's
+    first event, which goes on alone.
 
     The body is split into events here, from chunks as they arrive, so no line limit of the
     reader applies; an event (or the unfinished rest of one) over `max_event_bytes` is a 502.
     The body is read to its end even after `[DONE]`, so the connection goes back to the pool.
     """
     pending = bytearray()  # what follows the last complete event
+    is_first = True
     async for chunk in content.iter_any():
         start = max(len(pending) - 2, 0)  # a separator may begin in the previous chunk
         pending += chunk
@@ -170,7 +172,13 @@ async def sse_data(
             block = pending[:end]
             del pending[:end]
             payloads, is_done = complete_events(block, provider=provider, limit=max_event_bytes)
+            if is_first and len(payloads) > 1:
+                # The first event goes on alone, so that it reaches the caller at once, before
+                # the rest of its burst is normalised and framed.
+                yield payloads[:1]
+                del payloads[:1]
             if payloads:
+                is_first = False
                 yield payloads
             if is_done:
                 await discard_rest(content)
