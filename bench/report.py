@@ -133,7 +133,8 @@ def json_table(result: Row) -> list[str]:
 def stream_table(result: Row) -> list[str]:
     lines = [
         "| c | Row | streams/s | of floor | TTFE p50 ms | TTFE p90 ms | TTFE p99 ms "
-        "| ΔTTFE p50 ms | stream p50 ms | Errors | CPU µs/stream | CPU µs/event | Peak RSS MiB |",
+        "| ΔTTFE p50 ms | stream p50 ms | Errors | CPU µs/stream | Extra CPU µs/event "
+        "| Peak RSS MiB |",
         "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in result["summary"]:
@@ -559,7 +560,13 @@ def markdown(result: Row, soak: Row | None = None) -> str:
         lines.append(
             f"Server-Timing of {label(meta, name)} (sequential JSON requests, medians): "
             f"gw {figures.get('gw_ms')} ms (the gateway's own time to the response head), "
-            f"upstream {figures.get('upstream_ms')} ms (its upstream call, as it times it)."
+            f"upstream {figures.get('upstream_ms')} ms (its upstream call, as it times it)"
+            + (
+                f", ttfb {figures['ttfb_ms']} ms (from the request's first byte read to the "
+                "response head)."
+                if "ttfb_ms" in figures
+                else "."
+            )
         )
     for name, reason in (meta.get("skipped") or {}).items():
         lines.append(f"Row {name} was left out: {reason}.")

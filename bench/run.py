@@ -14,7 +14,7 @@ samples its RSS every 5 s (`<out>/soak.json`, `<out>/soak.md`).
 
     python -m bench.run [--duration 10] [--reps 3] [--warmup 2] [--concurrency 1,16,64]
                         [--transports native,sdk]
-                        [--targets direct,native-bare,native,native-traced,vk-memory,vk-redis]
+                        [--targets direct,floor,native-bare,native,native-traced,vk-memory]
                         [--quick] [--soak 300] [--out bench/results]
 """
 
@@ -164,8 +164,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets",
         default=None,
         help="rows, comma-separated, of " + ", ".join(ROW_ORDER) + " (default: direct, the "
-        "transports, and when native is one of them native-bare, native-traced, vk-memory and "
-        "vk-redis)",
+        "floor with one worker, the transports, and when native is one of them native-bare, "
+        "native-traced, native-traced-10pct, vk-memory and vk-redis)",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="vk-redis's Redis")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
@@ -193,7 +193,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def targets_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     """The rows to measure, in order: direct, each static-key row, each limited row."""
     if args.targets is None:
-        wanted = ["direct", FLOOR_ROW, *args.transports]
+        # The floor is one process: it is no measure for several workers, nor soaked.
+        floor = [FLOOR_ROW] if args.workers == 1 and not args.soak else []
+        wanted = ["direct", *floor, *args.transports]
         if LIMITED_TRANSPORT in args.transports and not args.soak:
             wanted += list(OBSERVED_ROWS) if args.workers == 1 else []
             wanted += [r for r in LIMITED_ROWS if args.workers == 1 or r != "vk-memory"]

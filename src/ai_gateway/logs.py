@@ -21,17 +21,16 @@ class UtcTimestamp:
     (a line per request: formatting a datetime for each cost more than the rest of the stamp)."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._cached = (-1, "")  # (second, its text): one tuple, so threads never mix the two
 
     def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        micros = min(round((now - second) * 1_000_000), 999_999)
-        event["timestamp"] = f"{self._prefix}{micros:06d}Z"
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+        cached_second, prefix = self._cached
+        if second != cached_second:
+            prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._cached = (second, prefix)
+        # As datetime.isoformat() writes it: no fraction at all at a whole second.
+        event["timestamp"] = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
         return event
 
 

@@ -344,3 +344,23 @@ def test_a_header_block_overdue_behind_an_answer_lets_that_answer_finish(
 
     assert answer.status == 200
     assert is_closed
+
+
+def test_server_timing_counts_from_the_first_byte_of_the_header_block(
+    gateway: GatewayServer,
+) -> None:
+    with connected(gateway) as (sock, stream):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        time.sleep(0.3)  # the rest of the header block comes later
+        sock.sendall(b"X-Late: 1\r\n\r\n")
+        slow = read_answer(stream)
+        time.sleep(0.3)  # idle on a kept-alive connection
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        quick = read_answer(stream)
+
+    timings = [
+        dict(part.strip().split(";dur=") for part in answer.headers["server-timing"].split(","))
+        for answer in (slow, quick)
+    ]
+    assert float(timings[0]["ttfb"]) >= 300
+    assert float(timings[1]["ttfb"]) < 300  # the idle time before it is not counted

@@ -150,23 +150,46 @@ async def test_nothing_is_read_ahead_of_a_client_that_is_slow_to_take_a_write() 
             pulled += 1
             yield b"data: x\n\n"
 
-    written = asyncio.Event()
+    held = asyncio.Event()
     release = asyncio.Event()
+    bodies = 0
 
     async def slow_send(message: Message) -> None:
-        if message.get("body") and not written.is_set():
-            written.set()
-            await release.wait()  # the server's flow control holds the first write
+        nonlocal bodies
+        if message["type"] == "http.response.body":
+            bodies += 1
+            if bodies == 2:
+                held.set()
+                await release.wait()  # the server's flow control holds the second write
 
     task = asyncio.ensure_future(streamed(frames())(SCOPE, never_disconnects, slow_send))
     with anyio.fail_after(1):
-        await written.wait()
+        await held.wait()
         await asyncio.sleep(0.05)
-        assert pulled == 1
+        assert pulled == 2
         release.set()
         await task
 
     assert pulled == 100
+
+
+@pytest.mark.anyio
+async def test_pieces_that_stop_without_done_still_end_the_body() -> None:
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"data: 1\n\n"
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(1):
+        await streamed(frames())(SCOPE, never_disconnects, send)
+
+    assert [(m.get("body"), m.get("more_body")) for m in sent[1:]] == [
+        (b"data: 1\n\n", True),
+        (b"", False),
+    ]
 
 
 @pytest.mark.anyio

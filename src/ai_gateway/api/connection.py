@@ -78,12 +78,14 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         """The header block is in: what follows is the body, untimed and uncounted here. The
-        request's scope notes when its first byte was read (a request pipelined behind another
-        was read with it: its time starts now)."""
+        request's scope notes when its first byte was read (one read with the end of the request
+        before it: when its headers are complete); a request pipelined behind an answer in
+        progress waits for it, and is timed from when it starts, so it has no stamp."""
         self._reading_headers = False
         self._header_bytes = 0
         self._cancel_header_timer()
-        cast(dict[str, Any], self.scope)[ARRIVED] = self._arrived or time.perf_counter()
+        if not self._is_answering():
+            cast(dict[str, Any], self.scope)[ARRIVED] = self._arrived or time.perf_counter()
         self._arrived = None
         super().on_headers_complete()
 

@@ -194,8 +194,12 @@ class EventStreamResponse(StreamingResponse):
                 await self._close()
 
     async def _stream(self, send: Send) -> None:
-        """Send each piece as it comes (the first at once); `[DONE]` ends the body."""
+        """Send each piece as it comes (the first at once); `[DONE]`, the last piece, goes out
+        with the end of the body (which ends anyway if the pieces stop without it)."""
+        is_ended = False
         async with aclosing(self.frames) as frames:
             async for body in frames:
-                # [DONE] is always the last piece: it goes out with the end of the body.
-                await send({"type": "http.response.body", "body": body, "more_body": body != DONE})
+                is_ended = body == DONE
+                await send({"type": "http.response.body", "body": body, "more_body": not is_ended})
+        if not is_ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
