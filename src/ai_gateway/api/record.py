@@ -95,9 +95,9 @@ class RequestRecord:
         and the time to the first byte the caller is sent (the head, which leaves at once: a
         stream's first event follows it in the same turn of the event loop).
 
-        All three count from the request's first byte read. Gateway time is everything up to
-        the response head but the upstream's share (for a stream, the upstream's share is its
-        time to the first chunk).
+        Gateway time and the first byte's count from the request's first byte read (so
+        ttfb = gw + upstream). Gateway time is everything up to the response head but the
+        upstream's share (for a stream, the upstream's share is its time to the first chunk).
         """
         elapsed = round((time.perf_counter() - self.started) * 1000, 3)
         self.gateway_ms = round(max(elapsed - (self.upstream_ms or 0.0), 0.0), 3)
