@@ -4,15 +4,18 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 
+from ai_gateway.errors import ProviderError
+from ai_gateway.providers.burst import is_last
 from ai_gateway.providers.openai_compat import OpenAICompatProvider
 from ai_gateway.providers.registry import build_registry, param_policy
 from ai_gateway.providers.specs import SPECS, OpenAICompatSpec
 from ai_gateway.providers.wire import OpenAIWire, WireClient
 from ai_gateway.schemas import as_python
 from tests.conftest import make_settings
-from tests.fake_upstream import FakeUpstream, json_reply, sse_reply
+from tests.fake_upstream import FakeUpstream, Reply, json_reply, sse_reply
 from tests.fakes import chat_request, chunk_payloads, completion_payload
 from tests.openai_spec import assert_chunk, assert_completion
 
@@ -117,3 +120,42 @@ async def test_no_vendor_is_served_without_settings() -> None:
         assert [provider.name for provider in registry] == ["cerebras"]
     finally:
         await registry.aclose()
+
+
+def one_read(events: list[dict[str, Any]]) -> Reply:
+    """An event stream sent whole, `[DONE]` included: one read for the gateway."""
+    body = b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events)
+    return Reply(headers={"Content-Type": "text/event-stream"}, body=body + b"data: [DONE]\n\n")
+
+
+@pytest.mark.anyio
+async def test_a_stream_read_whole_ends_with_a_burst_marked_last(
+    wire: WireClient, fake_upstream: FakeUpstream
+) -> None:
+    fake_upstream.reply(one_read(chunk_payloads(["a", "b"])))
+    provider = provider_for(next(s for s in SPECS if s.name == "groq"), wire, fake_upstream)
+
+    bursts = [burst async for burst in provider.stream_chat_completions(chat_request())]
+
+    assert [len(burst) for burst in bursts] == [1, 5]  # the usage chunk is one of its own
+    assert [is_last(burst) for burst in bursts] == [False, True]
+
+
+@pytest.mark.anyio
+async def test_a_last_burst_without_a_finish_is_a_502_after_its_chunks(
+    wire: WireClient, fake_upstream: FakeUpstream
+) -> None:
+    unfinished = [c for c in chunk_payloads(["a", "b"]) if not c["choices"][0].get("finish_reason")]
+    fake_upstream.reply(one_read(unfinished))
+    provider = provider_for(next(s for s in SPECS if s.name == "groq"), wire, fake_upstream)
+    bursts: list[list[Any]] = []
+
+    async def read() -> None:
+        async for burst in provider.stream_chat_completions(chat_request()):
+            bursts.append(burst)
+
+    with pytest.raises(ProviderError, match="ended before the answer finished"):
+        await read()
+
+    assert [len(burst) for burst in bursts] == [1, 3]
+    assert not any(is_last(burst) for burst in bursts)

@@ -18,6 +18,7 @@ from ai_gateway.errors import (
     UpstreamRedirected,
     UpstreamResponseTooLarge,
 )
+from ai_gateway.providers.burst import is_last
 from ai_gateway.providers.protocol import UpstreamAPI
 from ai_gateway.providers.registry import build_registry, upstream_limits
 from ai_gateway.providers.upstream_limits import UpstreamLimits
@@ -426,7 +427,7 @@ async def test_every_client_the_registry_builds_reads_within_the_configured_limi
 
 
 @pytest.mark.anyio
-async def test_events_that_arrive_together_go_on_together_but_the_first_goes_alone(
+async def test_events_that_arrive_together_go_on_together_the_first_alone_the_end_marked(
     fake_upstream: FakeUpstream,
 ) -> None:
     chunks = chunk_payloads(tuple("abcdef"))
@@ -440,3 +441,4 @@ async def test_events_that_arrive_together_go_on_together_but_the_first_goes_alo
         await wire.aclose()
 
     assert bursts == [chunks[:1], chunks[1:]]
+    assert [is_last(burst) for burst in bursts] == [False, True]

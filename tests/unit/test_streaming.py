@@ -19,6 +19,7 @@ from ai_gateway.api.streaming import (
     event_frames,
 )
 from ai_gateway.errors import InvalidRequest, ProviderError
+from ai_gateway.providers.burst import Burst
 from ai_gateway.schemas import ChatCompletionChunk
 
 SCOPE: dict[str, Any] = {"type": "http", "method": "POST", "path": "/v1/chat/completions"}
@@ -119,6 +120,32 @@ async def test_each_burst_of_chunks_leaves_in_one_write_and_done_ends_the_body()
     assert record.chunks == 4
     assert record.usage is not None
     assert record.usage.completion_tokens == 2
+
+
+@pytest.mark.anyio
+async def test_a_burst_marked_last_carries_done_and_the_stream_runs_to_its_end() -> None:
+    finished: list[bool] = []
+
+    async def rest() -> AsyncGenerator[list[ChatCompletionChunk], None]:
+        yield Burst([chunk("b"), chunk("c")], is_last=True)
+        finished.append(True)  # the upstream read to its end: its connection is reused
+
+    record = RequestRecord("req", "POST", "/v1/chat/completions")
+    frames = event_frames([chunk("a")], rest(), include_usage=False, record=record)
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(1):
+        await streamed(frames, record=record)(SCOPE, never_disconnects, send)
+
+    a, b, c = (encode_chunk(chunk(text), include_usage=False) for text in "abc")
+    assert sent[1:] == [
+        {"type": "http.response.body", "body": a, "more_body": True},
+        {"type": "http.response.body", "body": b + c + DONE, "more_body": False},
+    ]
+    assert finished == [True]
 
 
 @pytest.mark.anyio

@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ai_gateway.api.record import RequestRecord
 from ai_gateway.errors import GatewayError, InternalError
+from ai_gateway.providers.burst import is_last
 from ai_gateway.schemas import ChatCompletionChunk
 
 log = structlog.get_logger(__name__)
@@ -62,7 +63,8 @@ async def event_frames(
     record: RequestRecord,
 ) -> AsyncGenerator[bytes, None]:
     """The stream's bytes, one piece per burst of chunks (usage chunks only when the caller
-    asked for them), then `[DONE]` on its own: always the last piece."""
+    asked for them); `[DONE]` ends the last piece: the burst marked last (providers/burst.py),
+    or on its own once the chunks end."""
     async with aclosing(rest):
         try:
             chunks = first
@@ -72,6 +74,10 @@ async def event_frames(
                     for chunk in chunks
                     if relayed(chunk, include_usage=include_usage, record=record)
                 ]
+                if is_last(chunks):
+                    yield b"".join(frames) + DONE
+                    await finish(rest)
+                    return
                 if frames:
                     yield b"".join(frames)
                 chunks = await anext(rest, None)
@@ -84,6 +90,16 @@ async def event_frames(
             record.error_code = InternalError.code
             yield encode_error(InternalError("The stream failed unexpectedly."))
     yield DONE
+
+
+async def finish(rest: AsyncGenerator[list[ChatCompletionChunk], None]) -> None:
+    """Let a stream whose end has been sent run to its end (its upstream connection is then
+    reused); anything it still yields or raises is logged, the caller has its answer."""
+    try:
+        async for extra in rest:
+            log.warning("stream_chunks_after_end", chunks=len(extra))
+    except Exception as exc:
+        log.warning("stream_failed_after_end", error=type(exc).__name__)
 
 
 def relayed(chunk: ChatCompletionChunk, *, include_usage: bool, record: RequestRecord) -> bool:
@@ -199,7 +215,7 @@ class EventStreamResponse(StreamingResponse):
         is_ended = False
         async with aclosing(self.frames) as frames:
             async for body in frames:
-                is_ended = body == DONE
+                is_ended = body.endswith(DONE)
                 await send({"type": "http.response.body", "body": body, "more_body": not is_ended})
         if not is_ended:
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -207,7 +207,11 @@ class ChunkNormalizer:
     def check_finished(self) -> None:
         """A stream that ends before any choice finished was cut off, not completed."""
         if not self.is_finished:
-            raise malformed(self._provider, "the stream ended before the answer finished")
+            raise self.unfinished()
+
+    def unfinished(self) -> GatewayError:
+        """The error of a stream that ended before any choice finished."""
+        return malformed(self._provider, "the stream ended before the answer finished")
 
     def _validated(self, chunk: dict[str, Any]) -> ChatCompletionChunk:
         if not is_chunk_shaped(chunk):

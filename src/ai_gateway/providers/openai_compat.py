@@ -13,7 +13,7 @@ from contextlib import aclosing
 from typing import Any
 
 from ai_gateway.config import constants
-from ai_gateway.providers.burst import converted
+from ai_gateway.providers.burst import Burst, converted, is_last
 from ai_gateway.providers.normalizer import ChunkNormalizer, to_completion
 from ai_gateway.providers.params import ParamPolicy
 from ai_gateway.providers.protocol import UpstreamAPI
@@ -65,8 +65,11 @@ class OpenAICompatProvider:
         async with aclosing(arrivals):
             async for arrived in arrivals:
                 chunks, error = converted(arrived, normalizer.feed)
+                ends = is_last(arrived) and error is None
+                if ends and not normalizer.is_finished:  # found now, not after a last burst
+                    ends, error = False, normalizer.unfinished()
                 if chunks:
-                    yield chunks
+                    yield Burst(chunks, is_last=ends)
                 if error is not None:
                     raise error
         normalizer.check_finished()

@@ -18,7 +18,7 @@ import orjson
 from ai_gateway import __version__
 from ai_gateway.config import constants
 from ai_gateway.errors import ProviderError, UpstreamTimeout
-from ai_gateway.providers.burst import converted
+from ai_gateway.providers.burst import Burst, converted, is_last
 from ai_gateway.providers.normalizer import error_in_body
 from ai_gateway.providers.upstream_errors import from_upstream_status, malformed, too_large
 from ai_gateway.providers.upstream_limits import UpstreamLimits
@@ -175,19 +175,19 @@ async def sse_data(
             if is_first and len(payloads) > 1:
                 # The first event goes on alone, so that it reaches the caller at once, before
                 # the rest of its burst is normalised and framed.
-                yield payloads[:1]
+                yield Burst(payloads[:1])
                 del payloads[:1]
             if payloads:
                 is_first = False
-                yield payloads
+                yield Burst(payloads, is_last=is_done)
             if is_done:
                 await discard_rest(content)
                 return
         if len(pending) > max_event_bytes:
             raise too_large(provider, max_event_bytes, what="stream event")
-    payloads, _ = complete_events(pending, provider=provider, limit=max_event_bytes)
+    payloads, is_done = complete_events(pending, provider=provider, limit=max_event_bytes)
     if payloads:
-        yield payloads
+        yield Burst(payloads, is_last=is_done)
 
 
 def complete_events(
@@ -325,7 +325,7 @@ class OpenAIWire:
                     while payloads is not None:
                         chunks, error = converted(payloads, self._event)
                         if chunks:
-                            yield chunks
+                            yield Burst(chunks, is_last=is_last(payloads) and error is None)
                         if error is not None:
                             raise error
                         payloads = await anext(events, None)
