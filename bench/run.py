@@ -234,12 +234,26 @@ def free_port() -> int:
 
 
 def children_of(pid: int) -> list[int]:
-    """Direct child PIDs (uvicorn's workers under its supervisor)."""
+    """Direct child PIDs (uvicorn's workers under its supervisor, a gateway process's ledger
+    writer)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         with contextlib.suppress(OSError):
             found += [int(p) for p in task.read_text().split()]
     return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    """Every process under `pid` (workers, and each one's ledger writer)."""
+    found = children_of(pid)
+    return found + [p for child in found for p in descendants_of(child)]
+
+
+def is_writer(pid: int) -> bool:
+    """Whether `pid` is a gateway process's ledger writer (usage/writer.py)."""
+    with contextlib.suppress(OSError):
+        return b"ai_gateway.usage.writer" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -545,7 +559,7 @@ class CpuMeter:
         self.ours = self.ours_s()
 
     def ours_s(self) -> float:
-        pids = [p for pid in self.pids for p in (pid, *children_of(pid))]
+        pids = [p for pid in self.pids for p in (pid, *descendants_of(pid))]
         own = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         return sum(map(proc_cpu_s, pids)) + sum((r.ru_utime + r.ru_stime) for r in (own, kids))
@@ -577,9 +591,16 @@ def status_kib(pid: int, field_name: str) -> int:
 
 
 def gateway_kib(proc: subprocess.Popen[bytes], field_name: str) -> int:
-    """The gateway's figure: the sum over its workers with --workers, else the process's."""
-    workers = children_of(proc.pid)
+    """The serving processes' figure: the sum over the workers with --workers, else the
+    process's (their ledger writers apart: `writer_kib`)."""
+    workers = [pid for pid in children_of(proc.pid) if not is_writer(pid)]
     return sum(status_kib(pid, field_name) for pid in (workers or [proc.pid]))
+
+
+def writer_kib(proc: subprocess.Popen[bytes], field_name: str) -> int:
+    """The gateway's ledger writers' figure (one child process per serving process)."""
+    writers = [pid for pid in descendants_of(proc.pid) if is_writer(pid)]
+    return sum(status_kib(pid, field_name) for pid in writers)
 
 
 # Measurements ---------------------------------------------------------------------------------
@@ -640,10 +661,11 @@ def log_counts(target: Target) -> dict[str, int]:
 
 
 def server_cpu_s(target: Target) -> float:
-    """CPU seconds of the measured server: the gateway (with its workers) or the upstream."""
+    """CPU seconds of the measured server: the gateway (with its workers and their ledger
+    writers) or the upstream."""
     if target.proc is None:
         return 0.0
-    return sum(proc_cpu_s(pid) for pid in (target.proc.pid, *children_of(target.proc.pid)))
+    return sum(proc_cpu_s(pid) for pid in (target.proc.pid, *descendants_of(target.proc.pid)))
 
 
 def measure(run: Run, target: Target, case: Case, pids: list[int]) -> dict[str, Any]:
@@ -667,6 +689,8 @@ def measure(run: Run, target: Target, case: Case, pids: list[int]) -> dict[str, 
     result["quiet_wait_s"] = waited
     if target.proc is not None and target.name not in NOT_GATEWAYS:
         result["rss_peak_mib"] = round(gateway_kib(target.proc, "VmHWM") / 1024, 1)
+        if writers := writer_kib(target.proc, "VmHWM"):
+            result["writer_rss_peak_mib"] = round(writers / 1024, 1)
         result |= log_counts(target)
     return result
 

@@ -32,6 +32,7 @@ from ai_gateway.usage.ledger import Ledger
 from ai_gateway.usage.prices import price_table
 from ai_gateway.usage.report import UsageReport
 from ai_gateway.usage.shipper import Shipper
+from ai_gateway.usage.writer import LedgerWriter
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -110,7 +111,8 @@ def create_app(
         settings, config, process_environment() if environ is None else environ
     )
     router = build_router(config, registry, request_timeout_s=settings.request_timeout_s)
-    engine = create_engine(database_url(settings.database_url))
+    url = database_url(settings.database_url)
+    engine = create_engine(url)
     repository = KeyRepository(engine)
     directory = KeyDirectory(
         (key for key in static_keys if key), repository, negative_ttl_s=settings.key_negative_ttl_s
@@ -123,7 +125,10 @@ def create_app(
         prices=prices,
         default_completion_tokens=settings.default_completion_tokens,
     )
-    shipper = Shipper(journal, engine, interval_s=settings.usage_ship_interval_s)
+    writer = LedgerWriter.for_url(
+        url, engine, log_level=settings.log_level, log_format=settings.log_format
+    )
+    shipper = Shipper(journal, writer, interval_s=settings.usage_ship_interval_s)
     admission = Admission(
         build_limiter(settings, client),
         default_completion_tokens=settings.default_completion_tokens,

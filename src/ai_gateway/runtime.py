@@ -106,6 +106,7 @@ class Runtime:
         except Exception as exc:
             log.warning("usage_not_shipped", reason=failure_reason(exc))
         self.shipper.journal.close()
+        await self.shipper.writer.close()
 
     async def stop(self) -> None:
         """Stop the background tasks, write pending figures, close every connection."""

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,28 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+def kill_noting_children(process: subprocess.Popen[bytes], children: list[int]) -> None:
+    """SIGKILL the gateway, noting its child processes (its ledger writer) first."""
+    path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    children.extend(int(pid) for pid in path.read_text().split())
+    process.kill()
+
+
+def ends(pid: int, timeout_s: float = 5.0) -> bool:
+    """Whether the process `pid` ends within `timeout_s` (gone, or a zombie its new parent
+    has not reaped yet)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_every_request_the_upstream_saw_has_exactly_one_ledger_entry_across_crashes(
     tmp_path: Path, database: str
 ) -> None:
@@ -191,9 +214,13 @@ def test_every_request_the_upstream_saw_has_exactly_one_ledger_entry_across_cras
         for run in range(KILLS):
             gateway = start(env, tmp_path, run)
             seconds = random.uniform(*ROUND_S)
-            asyncio.run(load(gateway.url, run, seconds, outcomes, gateway.process.kill))
+            children: list[int] = []
+            kill = partial(kill_noting_children, gateway.process, children)
+            asyncio.run(load(gateway.url, run, seconds, outcomes, kill))
             gateway.process.wait(timeout=10)
             assert gateway.process.returncode == -signal.SIGKILL
+            assert children, "no ledger writer ran"
+            assert all(map(ends, children)), "the ledger writer outlived its gateway"
         final = start(env, tmp_path, KILLS)  # the restart that recovers the last crash
         seen = {tag_of(request) for request in upstream.requests}
         rows = asyncio.run(caught_up(database, seen))

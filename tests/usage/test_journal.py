@@ -8,6 +8,7 @@ import fcntl
 import mmap
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ai_gateway.db.engine import create_engine, database_url, failure_reason
 from ai_gateway.db.migrations import ensure_schema
-from ai_gateway.usage import shipper as shipper_module
+from ai_gateway.usage import writer as writer_module
 from ai_gateway.usage.entry import RESERVE, RESERVED_COLUMNS, SETTLE, Entry, line_of
 from ai_gateway.usage.journal import Journal, JournalFull, JournalUnwritable
 from ai_gateway.usage.shipper import Shipper
 from ai_gateway.usage.tables import ledger
+from ai_gateway.usage.writer import LedgerUnwritable, LedgerWriter
 from tests.db.databases import KINDS, fresh_database, opened
 from tests.usage.ledger_rows import ledger_rows
 
@@ -106,7 +108,7 @@ async def test_a_live_process_ships_its_settled_entries_and_keeps_its_reservatio
     own.reserve("a", reservation("a"))
     own.reserve("b", reservation("b"))
     own.settle("a", settlement("a"))
-    shipper = Shipper(own, engine, interval_s=1)
+    shipper = Shipper(own, LedgerWriter(engine=engine), interval_s=1)
 
     assert await shipper.ship() == 1  # the settled entry; the reservations stay unread
 
@@ -118,6 +120,89 @@ async def test_a_live_process_ships_its_settled_entries_and_keeps_its_reservatio
     own.settle("b", settlement("b", status="499", http_status=499, error_code="client_closed"))
     await shipper.ship()
     assert by_id(await ledger_rows(database))["b"]["error_code"] == "client_closed"
+
+
+def command_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
+async def test_the_writer_s_own_process_ships_live_entries_and_recovers_dead_ones(
+    tmp_path: Path, database: str
+) -> None:
+    dead = journal(tmp_path / "j", segment_bytes=300)
+    for entry_id in ("a", "b"):
+        dead.reserve(entry_id, reservation(entry_id))
+    dead.settle("a", settlement("a"))
+    dead.close()  # as a crash would: b never settled
+    own = journal(tmp_path / "j")
+    own.reserve("c", reservation("c"))
+    own.settle("c", settlement("c"))
+    own.reserve("d", reservation("d"))
+    writer = LedgerWriter(url=database_url(database))
+    shipper = Shipper(own, writer, interval_s=1)
+    try:
+        assert await shipper.ship() == 1 + 3  # c; then the dead one's a, b and a's settle
+        child = writer.pid
+        assert child is not None
+        assert child != os.getpid()
+        assert command_of(child).endswith(" -m ai_gateway.usage.writer")
+        assert database not in command_of(child)  # the URL went over the pipe
+    finally:
+        await writer.close()
+    assert writer.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # closed: the child has ended
+
+    rows = by_id(await ledger_rows(database))
+    assert {entry_id: row["status"] for entry_id, row in rows.items()} == {
+        "a": "200",
+        "b": "interrupted",
+        "c": "200",
+    }
+    assert sorted(path.name for path in (tmp_path / "j").iterdir()) == [own.segments[0].path.name]
+
+
+async def test_a_writer_whose_process_dies_or_gets_ctrl_c_goes_on_with_a_new_one(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    async with opened(url) as engine:
+        await ensure_schema(engine, is_sqlite=True)
+    own = journal(tmp_path / "j")
+    writer = LedgerWriter(url=database_url(url))
+    shipper = Shipper(own, writer, interval_s=1)
+    try:
+        own.settle("a", settlement("a"))
+        assert await shipper.ship() == 1
+        child = writer.pid
+        assert child is not None
+        assert os.getsid(child) != os.getsid(0)  # a Ctrl-C in a terminal does not reach it
+        os.kill(child, signal.SIGINT)  # nor does one sent to it
+        own.settle("b", settlement("b"))
+        assert await shipper.ship() == 1
+        assert writer.pid == child
+        os.kill(child, signal.SIGKILL)
+        own.settle("c", settlement("c"))
+        with pytest.raises(LedgerUnwritable, match="process ended"):
+            await shipper.ship()
+        assert shipper.lag()[0] > 0  # c waits in the journal
+        assert await shipper.ship() == 1  # a new child
+        assert writer.pid not in (None, child)
+    finally:
+        await writer.close()
+    assert sorted(by_id(await ledger_rows(url))) == ["a", "b", "c"]
+
+
+async def test_a_writer_s_process_reports_what_its_database_said(tmp_path: Path) -> None:
+    missing = tmp_path / "not-yet" / "gateway.db"
+    own = journal(tmp_path / "j")
+    own.settle("a", settlement("a"))
+    writer = LedgerWriter(url=database_url(f"sqlite:///{missing}"))
+    try:
+        with pytest.raises(LedgerUnwritable, match=r"^unable to open database file$"):
+            await Shipper(own, writer, interval_s=1).ship()
+    finally:
+        await writer.close()
 
 
 async def test_a_dead_process_s_segments_are_shipped_whole_with_its_interrupted_requests(
@@ -132,7 +217,7 @@ async def test_a_dead_process_s_segments_are_shipped_whole_with_its_interrupted_
     dead.close()  # as a crash would: its files unlocked, reservations b and d never settled
     survivor = journal(tmp_path / "j")
 
-    await Shipper(survivor, engine, interval_s=1).ship()
+    await Shipper(survivor, LedgerWriter(engine=engine), interval_s=1).ship()
 
     rows = by_id(await ledger_rows(database))
     assert sorted(rows) == ["a", "b", "c", "d"]
@@ -149,7 +234,7 @@ async def test_a_dead_process_s_segments_are_shipped_whole_with_its_interrupted_
 async def test_a_dead_process_s_backlog_is_recovered_a_batch_at_a_time(
     tmp_path: Path, engine: AsyncEngine, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shipper_module, "READ_BYTES", 400)  # two or three lines per batch
+    monkeypatch.setattr(writer_module, "READ_BYTES", 400)  # two or three lines per batch
     dead = journal(tmp_path / "j", segment_bytes=700)
     for n in range(12):
         dead.reserve(f"r{n}", reservation(f"r{n}"))
@@ -158,7 +243,7 @@ async def test_a_dead_process_s_backlog_is_recovered_a_batch_at_a_time(
     assert len(dead.segments) > 2
     dead.close()
 
-    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+    await Shipper(journal(tmp_path / "j"), LedgerWriter(engine=engine), interval_s=1).ship()
 
     rows = by_id(await ledger_rows(database))
     assert {entry_id: row["status"] for entry_id, row in rows.items()} == {
@@ -179,7 +264,7 @@ async def test_a_segment_a_dead_process_was_opening_is_removed_and_a_live_one_s_
     fd = os.open(opening, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # its process is still naming it
-        await Shipper(journal(directory), engine, interval_s=1).ship()
+        await Shipper(journal(directory), LedgerWriter(engine=engine), interval_s=1).ship()
     finally:
         os.close(fd)
 
@@ -193,11 +278,11 @@ async def test_a_live_process_s_segments_are_left_to_it(
     alive.reserve("a", reservation("a"))
     other = journal(tmp_path / "j")
 
-    assert await Shipper(other, engine, interval_s=1).ship_orphans() == 0
+    assert await Shipper(other, LedgerWriter(engine=engine), interval_s=1).ship_orphans() == 0
     assert await ledger_rows(database) == []
     alive.settle("a", settlement("a"))
     alive.close()
-    assert await Shipper(other, engine, interval_s=1).ship_orphans() == 2
+    assert await Shipper(other, LedgerWriter(engine=engine), interval_s=1).ship_orphans() == 2
     assert [row["status"] for row in await ledger_rows(database)] == ["200"]
 
 
@@ -210,7 +295,7 @@ async def test_shipping_the_same_entries_again_stores_each_once(
     dead.reserve("b", reservation("b"))
     dead.close()
     shutil.copytree(tmp_path / "journal", tmp_path / "copy")
-    shipper = Shipper(journal(tmp_path / "journal"), engine, interval_s=1)
+    shipper = Shipper(journal(tmp_path / "journal"), LedgerWriter(engine=engine), interval_s=1)
     await shipper.ship()
     shutil.copytree(tmp_path / "copy", tmp_path / "journal", dirs_exist_ok=True)
 
@@ -234,7 +319,7 @@ async def test_a_torn_last_line_is_skipped_and_the_rest_shipped(
     with path.open("ab") as file:
         file.write(b"not json\n" + settlement("z")[:40])  # a line cut by a power loss
 
-    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+    await Shipper(journal(tmp_path / "j"), LedgerWriter(engine=engine), interval_s=1).ship()
 
     assert [row["entry_id"] for row in await ledger_rows(database)] == ["a"]
 
@@ -245,7 +330,7 @@ async def test_a_database_that_cannot_be_reached_loses_nothing(tmp_path: Path) -
     own = journal(tmp_path / "journal")
     own.reserve("a", reservation("a"))
     own.settle("a", settlement("a"))
-    shipper = Shipper(own, unreachable, interval_s=1)
+    shipper = Shipper(own, LedgerWriter(engine=unreachable), interval_s=1)
     try:
         with pytest.raises(Exception, match="unable to open database file"):
             await shipper.ship()
@@ -304,7 +389,7 @@ async def test_values_too_long_or_too_large_for_their_columns_are_cut_not_refuse
         ),
     )
 
-    await Shipper(own, engine, interval_s=1).ship()
+    await Shipper(own, LedgerWriter(engine=engine), interval_s=1).ship()
 
     (row,) = await ledger_rows(database)
     assert row["error_code"] == "x" * 64
@@ -447,7 +532,7 @@ async def test_a_killed_process_s_segment_zeros_and_a_torn_entry_are_not_read(
     segment.closer()  # as a kill: unmapped and closed, not cut to its entries
 
     assert segment.path.stat().st_size == 1 << 20
-    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+    await Shipper(journal(tmp_path / "j"), LedgerWriter(engine=engine), interval_s=1).ship()
 
     rows = by_id(await ledger_rows(database))
     assert {entry_id: row["status"] for entry_id, row in rows.items()} == {
@@ -494,7 +579,7 @@ async def test_a_damaged_entry_is_skipped_and_the_rest_shipped(
     dead.settle("a", settlement("a"))
     dead.close()
 
-    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+    await Shipper(journal(tmp_path / "j"), LedgerWriter(engine=engine), interval_s=1).ship()
 
     assert [row["entry_id"] for row in await ledger_rows(database)] == ["a"]
 
@@ -514,7 +599,7 @@ async def test_an_earlier_version_s_keyed_lines_are_recovered(
     dead.reserve("b", keyed(RESERVE, RESERVED._replace(entry_id="b", request_id="req-b")))
     dead.close()
 
-    await Shipper(journal(tmp_path / "j"), engine, interval_s=1).ship()
+    await Shipper(journal(tmp_path / "j"), LedgerWriter(engine=engine), interval_s=1).ship()
 
     rows = by_id(await ledger_rows(database))
     assert (rows["a"]["status"], rows["a"]["completion_tokens"]) == ("200", 20)
@@ -539,10 +624,10 @@ def test_a_journal_line_holds_every_column_of_the_ledger_table_the_reservation_s
 
 def test_a_batch_of_any_size_is_inserted_with_a_few_statements_each_prepared_once() -> None:
     sizes_used: set[int] = set()
-    for rows in range(3 * shipper_module.ROWS_PER_INSERT):
-        sizes = list(shipper_module.statement_sizes(rows))
+    for rows in range(3 * writer_module.ROWS_PER_INSERT):
+        sizes = list(writer_module.statement_sizes(rows))
         assert sum(sizes) == rows
-        assert all(0 < size <= shipper_module.ROWS_PER_INSERT for size in sizes)
+        assert all(0 < size <= writer_module.ROWS_PER_INSERT for size in sizes)
         sizes_used.update(sizes)
 
     assert len(sizes_used) == 10  # 512, 256, ..., 1: the driver keeps each prepared
