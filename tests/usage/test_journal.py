@@ -193,6 +193,28 @@ async def test_a_writer_whose_process_dies_or_gets_ctrl_c_goes_on_with_a_new_one
     assert sorted(by_id(await ledger_rows(url))) == ["a", "b", "c"]
 
 
+async def test_a_writer_s_process_that_does_not_end_when_closed_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "CLOSE_TIMEOUT_S", 0.2)
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    async with opened(url) as engine:
+        await ensure_schema(engine, is_sqlite=True)
+    own = journal(tmp_path / "j")
+    own.settle("a", settlement("a"))
+    writer = LedgerWriter(url=database_url(url))
+    assert await Shipper(own, writer, interval_s=1).ship() == 1
+    child = writer.pid
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)  # as a child stuck on its database would be
+
+    await writer.close()
+
+    assert writer.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+
+
 async def test_a_writer_s_process_reports_what_its_database_said(tmp_path: Path) -> None:
     missing = tmp_path / "not-yet" / "gateway.db"
     own = journal(tmp_path / "j")

@@ -22,6 +22,7 @@ serving process, through the same Store.
 """
 
 import asyncio
+import contextlib
 import functools
 import signal
 import sys
@@ -57,6 +58,9 @@ READ_BYTES = 1024 * 1024
 """The most journal bytes read for one batch."""
 SETTLED, RECOVERED = "settled", "recovered"
 RESULT, ERROR = "result", "error"
+CLOSE_TIMEOUT_S = 10.0
+"""How long a closing writer waits for its child to end (its database's pool closed) before it
+kills it."""
 ANSWER_LIMIT = 64 * 1024
 """The longest answer line the gateway reads from the child (its answers are a few bytes)."""
 ROWS_PER_INSERT = 512
@@ -290,10 +294,13 @@ class LedgerWriter:
         child, self._child = self._child, None
         if child is None:
             return
-        if kill and child.returncode is None:
-            child.kill()
-        elif child.stdin is not None:
+        if not kill and child.stdin is not None:
             child.stdin.close()  # the child ends at the end of its input
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.wait(), CLOSE_TIMEOUT_S)
+        if child.returncode is None:  # to be ended now, or not ended in time
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                child.kill()
         await child.wait()
 
     async def close(self) -> None:
