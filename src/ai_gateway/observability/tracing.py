@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 from opentelemetry import context, trace
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -27,6 +26,7 @@ from ai_gateway.api.record import CLIENT_CLOSED_STATUS, RequestRecord
 from ai_gateway.config.settings import Settings
 from ai_gateway.observability.labels import CANCELLED, ErrorTypes
 from ai_gateway.observability.observer import Headers
+from ai_gateway.observability.span_export import ProcessSpanExporter
 from ai_gateway.routing.attempts import AttemptKind, AttemptWatch, AttemptWatcher
 from ai_gateway.routing.route import Deployment, Route
 from ai_gateway.routing.router import OpenedStream
@@ -38,10 +38,17 @@ PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def tracer_provider(settings: Settings, endpoint: str) -> TracerProvider:
-    """The SDK's provider exporting in batches to `endpoint` (the sampler, batch sizes, headers
-    and timeouts come from the standard OTEL_* variables, read by the SDK itself)."""
+    """The SDK's provider exporting in batches to `endpoint`, through a process of its own
+    (observability/span_export.py; the sampler, batch sizes, headers and timeouts come from the
+    standard OTEL_* variables, read by the SDK itself)."""
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.otel_service_name}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    exporter = ProcessSpanExporter(
+        endpoint,
+        service_name=settings.otel_service_name,
+        log_level=settings.log_level,
+        log_format=settings.log_format,
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
 
 

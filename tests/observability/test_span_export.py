@@ -1,0 +1,141 @@
+"""The span exporter's child process: a span crosses the pipe with everything the OTLP encoder
+reads, the child exports it to a real receiver on 127.0.0.1, a child that dies is replaced, and
+a shut-down exporter ends its child after its last batch."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, Status, StatusCode, TraceState
+from opentelemetry.trace import set_span_in_context as in_context
+
+from ai_gateway.observability.span_export import ProcessSpanExporter, span_fields, span_of
+from tests.e2e.test_ledger_crash import ends
+from tests.observability.otlp_receiver import otlp_receiver
+
+RESOURCE = Resource.create({SERVICE_NAME: "gateway-under-test"})
+
+
+class Kept(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: object) -> SpanExportResult:
+        self.spans.extend(spans)  # type: ignore[call-overload]
+        return SpanExportResult.SUCCESS
+
+
+def two_spans() -> list[ReadableSpan]:
+    """A SERVER span (in a caller's trace, with trace state) and its CLIENT child, as the
+    gateway makes them: attributes of every kind, an error status, an event."""
+    kept = Kept()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    tracer = provider.get_tracer("ai_gateway", "1.2.3")
+    server = tracer.start_span(
+        "chat cerebras/gpt-oss-120b",
+        kind=SpanKind.SERVER,
+        attributes={"http.response.status_code": 502, "ai_gateway.stream": True},
+    )
+    client = tracer.start_span(
+        "chat gpt-oss-120b",
+        context=in_context(server),
+        kind=SpanKind.CLIENT,
+        attributes={"ai_gateway.cost_usd": 0.25, "gen_ai.response.finish_reasons": ("stop",)},
+    )
+    client.add_event("retry", {"attempt": 2})
+    client.set_status(Status(StatusCode.ERROR, "upstream_error"))
+    client.end()
+    server.end()
+    provider.shutdown()
+    assert kept.spans[1].context.trace_state == TraceState()  # type: ignore[union-attr]
+    return kept.spans
+
+
+def wait_until_ended(pid: int) -> None:
+    """Until `pid` is a zombie (its parent, this process, has not reaped it yet)."""
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, f"process {pid} did not end"
+        time.sleep(0.01)
+
+
+def test_a_span_crosses_the_pipe_with_all_the_encoder_reads() -> None:
+    spans = two_spans()
+
+    rebuilt = [span_of(span_fields(span), RESOURCE) for span in spans]
+
+    assert encode_spans(rebuilt).SerializeToString() == encode_spans(spans).SerializeToString()
+    assert rebuilt[0].parent is not None
+    assert rebuilt[0].parent.span_id == spans[1].context.span_id  # type: ignore[union-attr]
+
+
+def test_the_child_exports_to_the_endpoint_is_replaced_when_it_dies_and_ends_at_shutdown() -> None:
+    with otlp_receiver() as (endpoint, receiver):
+        exporter = ProcessSpanExporter(
+            f"{endpoint}/v1/traces", service_name="gw-test", log_level="info", log_format="json"
+        )
+        try:
+            assert exporter.export(two_spans()) is SpanExportResult.SUCCESS
+            received = receiver.wait_for(2)
+            assert {span.service_name for span in received} == {"gw-test"}
+            assert sorted(span.name for span in received) == [
+                "chat cerebras/gpt-oss-120b",
+                "chat gpt-oss-120b",
+            ]
+            first = exporter.pid
+            assert first is not None
+            assert os.getsid(first) != os.getsid(0)  # a Ctrl-C in a terminal does not reach it
+
+            os.kill(first, signal.SIGKILL)
+            wait_until_ended(first)
+            assert exporter.export(two_spans()) is SpanExportResult.SUCCESS
+            assert exporter.pid not in (None, first)
+            receiver.wait_for(4)
+            second = exporter.pid
+        finally:
+            exporter.shutdown()
+
+    assert exporter.pid is None
+    assert exporter.export(two_spans()) is SpanExportResult.FAILURE  # after shutdown
+    assert second is not None
+    try:
+        os.kill(second, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        raise AssertionError("the child outlived its exporter's shutdown")
+
+
+def test_the_child_ends_when_its_gateway_is_killed() -> None:
+    code = (
+        "import sys, time\n"
+        "from ai_gateway.observability.span_export import ProcessSpanExporter\n"
+        "from tests.observability.test_span_export import two_spans\n"
+        "exporter = ProcessSpanExporter(sys.argv[1], service_name='gw', log_level='info',"
+        " log_format='json')\n"
+        "exporter.export(two_spans())\n"
+        "print(exporter.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with otlp_receiver() as (endpoint, receiver):
+        gateway = subprocess.Popen(  # noqa: S603  # this interpreter, our own code
+            [sys.executable, "-c", code, f"{endpoint}/v1/traces"],
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[2],  # the repository: `tests` importable
+        )
+        try:
+            assert gateway.stdout is not None
+            child = int(gateway.stdout.readline())
+            receiver.wait_for(2)
+        finally:
+            gateway.kill()
+            gateway.wait()
+        assert ends(child), "the span exporter's child outlived its gateway"
