@@ -63,8 +63,8 @@ def progress_line(row: Row) -> str:
         text += f"  redis-cpu {row['redis_cpu_us_per_req']:.0f} µs/req"
     if "rss_peak_mib" in row:
         text += f"  peak {row['rss_peak_mib']} MiB"
-    if "writer_rss_peak_mib" in row:
-        text += f" (+ ledger writer {row['writer_rss_peak_mib']} MiB)"
+    if "helpers_rss_peak_mib" in row:
+        text += f" (+ helper processes {row['helpers_rss_peak_mib']} MiB)"
     return text
 
 

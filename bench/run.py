@@ -249,10 +249,16 @@ def descendants_of(pid: int) -> list[int]:
     return found + [p for child in found for p in descendants_of(child)]
 
 
-def is_writer(pid: int) -> bool:
-    """Whether `pid` is a gateway process's ledger writer (usage/writer.py)."""
+HELPER_MODULES = (b"ai_gateway.usage.writer", b"ai_gateway.observability.span_export")
+"""The child processes a gateway process starts: its ledger writer, and with tracing on its
+span exporter."""
+
+
+def is_helper(pid: int) -> bool:
+    """Whether `pid` is one of a gateway process's helper processes (HELPER_MODULES)."""
     with contextlib.suppress(OSError):
-        return b"ai_gateway.usage.writer" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return any(module in command for module in HELPER_MODULES)
     return False
 
 
@@ -592,15 +598,16 @@ def status_kib(pid: int, field_name: str) -> int:
 
 def gateway_kib(proc: subprocess.Popen[bytes], field_name: str) -> int:
     """The serving processes' figure: the sum over the workers with --workers, else the
-    process's (their ledger writers apart: `writer_kib`)."""
-    workers = [pid for pid in children_of(proc.pid) if not is_writer(pid)]
+    process's (their helper processes apart: `helpers_kib`)."""
+    workers = [pid for pid in children_of(proc.pid) if not is_helper(pid)]
     return sum(status_kib(pid, field_name) for pid in (workers or [proc.pid]))
 
 
-def writer_kib(proc: subprocess.Popen[bytes], field_name: str) -> int:
-    """The gateway's ledger writers' figure (one child process per serving process)."""
-    writers = [pid for pid in descendants_of(proc.pid) if is_writer(pid)]
-    return sum(status_kib(pid, field_name) for pid in writers)
+def helpers_kib(proc: subprocess.Popen[bytes], field_name: str) -> int:
+    """The gateway's helper processes' figure (a ledger writer, and a span exporter with
+    tracing on, per serving process)."""
+    helpers = [pid for pid in descendants_of(proc.pid) if is_helper(pid)]
+    return sum(status_kib(pid, field_name) for pid in helpers)
 
 
 # Measurements ---------------------------------------------------------------------------------
@@ -689,8 +696,8 @@ def measure(run: Run, target: Target, case: Case, pids: list[int]) -> dict[str, 
     result["quiet_wait_s"] = waited
     if target.proc is not None and target.name not in NOT_GATEWAYS:
         result["rss_peak_mib"] = round(gateway_kib(target.proc, "VmHWM") / 1024, 1)
-        if writers := writer_kib(target.proc, "VmHWM"):
-            result["writer_rss_peak_mib"] = round(writers / 1024, 1)
+        if helpers := helpers_kib(target.proc, "VmHWM"):
+            result["helpers_rss_peak_mib"] = round(helpers / 1024, 1)
         result |= log_counts(target)
     return result
 

@@ -11,9 +11,17 @@ from pathlib import Path
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, Status, StatusCode, TraceState
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.trace import set_span_in_context as in_context
 
 from ai_gateway.observability.span_export import ProcessSpanExporter, span_fields, span_of
@@ -33,14 +41,22 @@ class Kept(SpanExporter):
 
 
 def two_spans() -> list[ReadableSpan]:
-    """A SERVER span (in a caller's trace, with trace state) and its CLIENT child, as the
+    """A SERVER span (in a caller's trace, with its trace state) and its CLIENT child, as the
     gateway makes them: attributes of every kind, an error status, an event."""
     kept = Kept()
     provider = TracerProvider(resource=RESOURCE)
     provider.add_span_processor(SimpleSpanProcessor(kept))
-    tracer = provider.get_tracer("ai_gateway", "1.2.3")
+    tracer = provider.get_tracer("ai_gateway", "1.2.3", schema_url="https://example.test/1")
+    caller = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "value")]),
+    )
     server = tracer.start_span(
         "chat cerebras/gpt-oss-120b",
+        context=in_context(NonRecordingSpan(caller)),
         kind=SpanKind.SERVER,
         attributes={"http.response.status_code": 502, "ai_gateway.stream": True},
     )
@@ -55,7 +71,6 @@ def two_spans() -> list[ReadableSpan]:
     client.end()
     server.end()
     provider.shutdown()
-    assert kept.spans[1].context.trace_state == TraceState()  # type: ignore[union-attr]
     return kept.spans
 
 
@@ -73,8 +88,35 @@ def test_a_span_crosses_the_pipe_with_all_the_encoder_reads() -> None:
     rebuilt = [span_of(span_fields(span), RESOURCE) for span in spans]
 
     assert encode_spans(rebuilt).SerializeToString() == encode_spans(spans).SerializeToString()
-    assert rebuilt[0].parent is not None
-    assert rebuilt[0].parent.span_id == spans[1].context.span_id  # type: ignore[union-attr]
+    client, server = rebuilt  # ended in that order
+    assert server.parent is not None
+    assert server.parent.is_remote  # the caller's span
+    assert server.context is not None
+    assert server.context.trace_state == TraceState([("vendor", "value")])
+    assert client.parent is not None
+    assert client.parent.span_id == server.context.span_id
+    assert client.events[0].attributes == {"attempt": 2}
+
+
+def test_what_a_span_had_to_drop_is_carried_across() -> None:
+    kept = Kept()
+    provider = TracerProvider(
+        resource=RESOURCE, span_limits=SpanLimits(max_span_attributes=2, max_events=1)
+    )
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    span = provider.get_tracer("ai_gateway").start_span("chat", attributes={"a": 1, "b": 2})
+    span.set_attribute("c", 3)
+    span.add_event("one")
+    span.add_event("two")
+    span.end()
+    (original,) = kept.spans
+
+    rebuilt = span_of(span_fields(original), RESOURCE)
+
+    assert (rebuilt.dropped_attributes, rebuilt.dropped_events) == (1, 1)
+    assert (
+        encode_spans([rebuilt]).SerializeToString() == encode_spans(kept.spans).SerializeToString()
+    )
 
 
 def test_the_child_exports_to_the_endpoint_is_replaced_when_it_dies_and_ends_at_shutdown() -> None:
@@ -93,12 +135,16 @@ def test_the_child_exports_to_the_endpoint_is_replaced_when_it_dies_and_ends_at_
             first = exporter.pid
             assert first is not None
             assert os.getsid(first) != os.getsid(0)  # a Ctrl-C in a terminal does not reach it
+            os.kill(first, signal.SIGTERM)  # nor does a service manager's signal to the group
+            assert exporter.export(two_spans()) is SpanExportResult.SUCCESS
+            receiver.wait_for(4)
+            assert exporter.pid == first
 
             os.kill(first, signal.SIGKILL)
             wait_until_ended(first)
             assert exporter.export(two_spans()) is SpanExportResult.SUCCESS
             assert exporter.pid not in (None, first)
-            receiver.wait_for(4)
+            receiver.wait_for(6)
             second = exporter.pid
         finally:
             exporter.shutdown()

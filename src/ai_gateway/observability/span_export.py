@@ -12,11 +12,13 @@ rebuilds the spans and exports them with the SDK's own OTLP exporter, which read
 
 Bounds: the batch processor's own (a queue of 2,048 spans by default; spans past it are
 dropped and counted by the SDK); a child that falls behind fills its pipe, and the processor's
-thread then waits, so its queue fills. The child runs in a session of its own (a Ctrl-C in a
-terminal is the gateway's), logs to the gateway's standard error, and ends at the end of its
-input: when the gateway shuts the exporter down (at exit: the SDK's own hook, which waits up to
-SHUTDOWN_TIMEOUT_S for the last spans to leave) or dies. A child that died is replaced at the
-next batch; the batch it had is lost, as an unreachable endpoint loses it.
+thread then waits, so its queue fills. The child runs in a session of its own and ignores
+SIGINT and SIGTERM (a Ctrl-C in a terminal, or a service manager signalling the whole group, is
+the gateway's to handle), logs to the gateway's standard error, and ends at the end of its
+input: when the gateway shuts the exporter down (at exit, the SDK's own hook: the batch
+processor's last batches, then up to SHUTDOWN_TIMEOUT_S for the child to export them, after
+which it is killed) or dies. A child that died is replaced at the next batch; the batch it had
+is lost, as an unreachable endpoint loses it.
 """
 
 import contextlib
@@ -59,7 +61,8 @@ def span_fields(span: ReadableSpan) -> list[Any]:
         span.status.description,
         dict(span.attributes or {}),
         [[event.name, event.timestamp, dict(event.attributes or {})] for event in span.events],
-        None if scope is None else [scope.name, scope.version],
+        None if scope is None else [scope.name, scope.version, scope.schema_url],
+        [span.dropped_attributes, span.dropped_events, span.dropped_links],
     ]
 
 
@@ -68,7 +71,7 @@ def span_of(fields: list[Any], resource: Resource) -> ReadableSpan:
     (name, trace_id, span_id, flags, state, parent_id, parent_remote, kind, start, end) = fields[
         :10
     ]
-    status_code, description, attributes, events, scope = fields[10:]
+    status_code, description, attributes, events, scope, dropped = fields[10:]
     trace_id_number = int(trace_id, 16)
     context = SpanContext(
         trace_id_number,
@@ -80,7 +83,8 @@ def span_of(fields: list[Any], resource: Resource) -> ReadableSpan:
     parent = None
     if parent_id is not None:
         parent = SpanContext(trace_id_number, int(parent_id, 16), is_remote=parent_remote)
-    return ReadableSpan(
+    return RebuiltSpan(
+        dropped,
         name,
         context=context,
         parent=parent,
@@ -93,6 +97,27 @@ def span_of(fields: list[Any], resource: Resource) -> ReadableSpan:
         end_time=end,
         instrumentation_scope=None if scope is None else InstrumentationScope(*scope),
     )
+
+
+class RebuiltSpan(ReadableSpan):
+    """A span rebuilt in the child, with the counts of what its original had to drop (its
+    attributes arrive as a plain dict, which drops nothing)."""
+
+    def __init__(self, dropped: list[int], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._dropped_counts = dropped
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped_counts[0]
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped_counts[1]
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped_counts[2]
 
 
 class ProcessSpanExporter(SpanExporter):
@@ -168,10 +193,19 @@ class ProcessSpanExporter(SpanExporter):
         child.wait()
 
     def shutdown(self) -> None:
-        """End the child once it has exported what it was given."""
-        with self._lock:
+        """End the child once it has exported what it was given: within SHUTDOWN_TIMEOUT_S of
+        the batch being handed over (an export blocked on a child that does not read is cut
+        short by killing the child)."""
+        if not self._lock.acquire(timeout=SHUTDOWN_TIMEOUT_S):
+            child = self._child
+            if child is not None and child.poll() is None:
+                child.kill()  # the blocked write fails, and the export gives the lock up
+            self._lock.acquire()
+        try:
             self._is_shut_down = True
             self._end(kill=False)
+        finally:
+            self._lock.release()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Nothing is held here: each batch is written to the child as it comes."""
@@ -197,7 +231,8 @@ def main() -> None:
     """`python -m ai_gateway.observability.span_export`: the child, started by the exporter."""
     from ai_gateway.logs import configure_logging
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for ending in (signal.SIGINT, signal.SIGTERM):  # the gateway's to handle: see above
+        signal.signal(ending, signal.SIG_IGN)
     hello = orjson.loads(sys.stdin.buffer.readline() or b"{}")
     if "endpoint" not in hello:
         raise SystemExit("ai_gateway.observability.span_export is started by the gateway")

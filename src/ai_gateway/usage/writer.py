@@ -9,9 +9,10 @@ hands each range of a segment to this writer, which reads and stores it in a chi
 (`python -m ai_gateway.usage.writer`, one per gateway process, started with the first range)
 and answers with how far it got: one JSON line each way per range, over the child's standard
 input and output. The database URL goes over the pipe too, never on a command line. The child
-runs in a session of its own (a Ctrl-C in a terminal is the gateway's to handle, and its
-shutdown still ships through the child), logs to the gateway's standard error, and ends at the
-end of its input: when the gateway closes it, or dies. A child that dies, or a request cut
+runs in a session of its own and ignores SIGINT and SIGTERM (a Ctrl-C in a terminal, or a
+service manager signalling the whole group, is the gateway's to handle, and its shutdown still
+ships through the child), logs to the gateway's standard error, and ends at the end of its
+input: when the gateway closes it, or dies. A child that dies, or a request cut
 short, ends the child; the next range starts a new one.
 
 Nothing about the guarantees changes: the journal files are the record, inserts are idempotent
@@ -342,7 +343,8 @@ async def run(store: Store, method: str, args: list[Any]) -> Any:
 
 def main() -> None:
     """`python -m ai_gateway.usage.writer`: the child process, started by LedgerWriter."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for ending in (signal.SIGINT, signal.SIGTERM):  # the gateway's to handle: see above
+        signal.signal(ending, signal.SIG_IGN)
     hello = orjson.loads(sys.stdin.buffer.readline() or b"{}")
     if "url" not in hello:
         raise SystemExit("ai_gateway.usage.writer is started by the gateway, not by hand")
