@@ -22,7 +22,6 @@ is lost, as an unreachable endpoint loses it.
 """
 
 import contextlib
-import signal
 import subprocess
 import sys
 import threading
@@ -35,6 +34,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from ai_gateway.helper_process import command, greeted, hello
 
 SHUTDOWN_TIMEOUT_S = 10.0
 """How long a shutdown waits for the child to export its last spans before killing it."""
@@ -99,6 +100,13 @@ def span_of(fields: list[Any], resource: Resource) -> ReadableSpan:
     )
 
 
+def input_of(child: "subprocess.Popen[bytes]") -> IO[bytes]:
+    """The child's input."""
+    if child.stdin is None:  # started with one: cannot happen
+        raise OSError("the span exporter's process has no input")
+    return child.stdin
+
+
 class RebuiltSpan(ReadableSpan):
     """A span rebuilt in the child, with the counts of what its original had to drop (its
     attributes arrive as a plain dict, which drops nothing)."""
@@ -127,13 +135,11 @@ class ProcessSpanExporter(SpanExporter):
     def __init__(
         self, endpoint: str, *, service_name: str, log_level: str, log_format: str
     ) -> None:
-        self._hello = orjson.dumps(
-            {
-                "endpoint": endpoint,
-                "service_name": service_name,
-                "log_level": log_level,
-                "log_format": log_format,
-            }
+        self._hello = hello(
+            endpoint=endpoint,
+            service_name=service_name,
+            log_level=log_level,
+            log_format=log_format,
         )
         self._child: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -163,21 +169,15 @@ class ProcessSpanExporter(SpanExporter):
     def _requests(self) -> IO[bytes]:
         """The running child's input, the child started first if it is not running."""
         child = self._child
-        if child is None or child.poll() is not None:
-            # Its own session: a Ctrl-C in the terminal is the gateway's; its stderr is the
-            # gateway's, for its log lines.
-            child = subprocess.Popen(  # noqa: S603 (this interpreter, this package's module)
-                [sys.executable, "-m", __name__],
-                stdin=subprocess.PIPE,
-                start_new_session=True,
-            )
-            self._child = child
-            if child.stdin is None:  # asked for: cannot happen
-                raise OSError("the span exporter's process has no input")
-            child.stdin.write(self._hello + b"\n")
-        if child.stdin is None:
-            raise OSError("the span exporter's process has no input")
-        return child.stdin
+        if child is not None and child.poll() is None:
+            return input_of(child)
+        # As every helper process (helper_process.py): its own session, the gateway's stderr.
+        child = self._child = subprocess.Popen(  # noqa: S603 (this interpreter, our module)
+            command(__name__), stdin=subprocess.PIPE, start_new_session=True
+        )
+        requests = input_of(child)
+        requests.write(self._hello)
+        return requests
 
     def _end(self, *, kill: bool) -> None:
         child, self._child = self._child, None
@@ -212,14 +212,14 @@ class ProcessSpanExporter(SpanExporter):
         return True
 
 
-def serve(hello: dict[str, str], batches: IO[bytes]) -> None:
+def serve(first: dict[str, Any], batches: IO[bytes]) -> None:
     """The child's loop: one batch per line of `batches`, exported with the SDK's OTLP/HTTP
     exporter, until the input ends."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME
 
-    resource = Resource.create({SERVICE_NAME: hello["service_name"]})
-    exporter = OTLPSpanExporter(endpoint=hello["endpoint"])
+    resource = Resource.create({SERVICE_NAME: first["service_name"]})
+    exporter = OTLPSpanExporter(endpoint=first["endpoint"])
     try:
         for line in batches:
             exporter.export([span_of(fields, resource) for fields in orjson.loads(line)])
@@ -229,15 +229,7 @@ def serve(hello: dict[str, str], batches: IO[bytes]) -> None:
 
 def main() -> None:
     """`python -m ai_gateway.observability.span_export`: the child, started by the exporter."""
-    from ai_gateway.logs import configure_logging
-
-    for ending in (signal.SIGINT, signal.SIGTERM):  # the gateway's to handle: see above
-        signal.signal(ending, signal.SIG_IGN)
-    hello = orjson.loads(sys.stdin.buffer.readline() or b"{}")
-    if "endpoint" not in hello:
-        raise SystemExit("ai_gateway.observability.span_export is started by the gateway")
-    configure_logging(hello["log_level"], hello["log_format"])
-    serve(hello, sys.stdin.buffer)
+    serve(greeted(__name__, needs="endpoint"), sys.stdin.buffer)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ serving process, through the same Store.
 import asyncio
 import contextlib
 import functools
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ai_gateway.db.engine import create_engine, failure_reason, is_sqlite
-from ai_gateway.logs import configure_logging
+from ai_gateway.helper_process import command, greeted, hello
 from ai_gateway.usage.entry import (
     COLUMN_NAMES,
     RESERVATION_START,
@@ -222,7 +221,7 @@ class LedgerWriter:
     ) -> None:
         if (url is None) == (engine is None):
             raise ValueError("a LedgerWriter stores through a URL or an engine, one of them")
-        self._hello = {"url": url, "log_level": log_level, "log_format": log_format}
+        self._hello = hello(url=url, log_level=log_level, log_format=log_format)
         self._local = Store(engine) if engine is not None else None
         self._child: asyncio.subprocess.Process | None = None
         self._turn = asyncio.Lock()
@@ -276,19 +275,16 @@ class LedgerWriter:
         return answer[RESULT]
 
     async def _start(self) -> asyncio.subprocess.Process:
-        # Its own session: a Ctrl-C in the terminal is the gateway's to handle (its shutdown
-        # still ships through the child). Its stderr is the gateway's: its log lines go there.
+        # As every helper process (helper_process.py): its own session, the gateway's stderr.
         child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            __name__,
+            *command(__name__),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,
             limit=ANSWER_LIMIT,
         )
         self._child = child
-        pipes(child)[0].write(orjson.dumps(self._hello) + b"\n")  # never on a command line
+        pipes(child)[0].write(self._hello)
         return child
 
     async def _end(self, *, kill: bool) -> None:
@@ -310,11 +306,11 @@ class LedgerWriter:
             await self._end(kill=False)
 
 
-def serve(hello: dict[str, str], requests: BinaryIO, answers: BinaryIO) -> None:
+def serve(first: dict[str, Any], requests: BinaryIO, answers: BinaryIO) -> None:
     """The child's loop: one request per line of `requests`, one answer per line of
     `answers`, until the input ends (the gateway closed it, or died)."""
     loop = asyncio.new_event_loop()
-    store = Store(create_engine(hello["url"]))
+    store = Store(create_engine(first["url"]))
     try:
         for line in requests:
             method, *args = orjson.loads(line)
@@ -343,13 +339,7 @@ async def run(store: Store, method: str, args: list[Any]) -> Any:
 
 def main() -> None:
     """`python -m ai_gateway.usage.writer`: the child process, started by LedgerWriter."""
-    for ending in (signal.SIGINT, signal.SIGTERM):  # the gateway's to handle: see above
-        signal.signal(ending, signal.SIG_IGN)
-    hello = orjson.loads(sys.stdin.buffer.readline() or b"{}")
-    if "url" not in hello:
-        raise SystemExit("ai_gateway.usage.writer is started by the gateway, not by hand")
-    configure_logging(hello["log_level"], hello["log_format"])
-    serve(hello, sys.stdin.buffer, sys.stdout.buffer)
+    serve(greeted(__name__, needs="url"), sys.stdin.buffer, sys.stdout.buffer)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,40 @@
+"""Helper processes: the children a gateway process starts for work kept off its event loop
+(the ledger writer, usage/writer.py; the span exporter, observability/span_export.py).
+
+Each is `python -m <its module>` in a session of its own, told what it needs in a first JSON
+line on its standard input (so a database URL is never on a command line), logging to the
+gateway's standard error, and ending at the end of its input: when the gateway closes it, or
+dies. It ignores SIGINT and SIGTERM: a Ctrl-C in a terminal, or a service manager signalling the
+whole process group, is the gateway's to handle, and the gateway's shutdown still goes through
+its helpers.
+"""
+
+import signal
+import sys
+from typing import Any
+
+import orjson
+
+from ai_gateway.logs import configure_logging
+
+
+def command(module: str) -> list[str]:
+    """The helper's command line: this interpreter running `module`."""
+    return [sys.executable, "-m", module]
+
+
+def hello(*, log_level: str, log_format: str, **needs: str | None) -> bytes:
+    """The first line a helper is sent: what it needs, and how to log."""
+    return orjson.dumps({**needs, "log_level": log_level, "log_format": log_format}) + b"\n"
+
+
+def greeted(module: str, *, needs: str) -> dict[str, Any]:
+    """In the helper, first: the gateway's signals ignored, its first line read (which must hold
+    `needs`), logging set up as the gateway's."""
+    for ending in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(ending, signal.SIG_IGN)
+    first: dict[str, Any] = orjson.loads(sys.stdin.buffer.readline() or b"{}")
+    if needs not in first:
+        raise SystemExit(f"{module} is started by the gateway, not by hand")
+    configure_logging(first["log_level"], first["log_format"])
+    return first
