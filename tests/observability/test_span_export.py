@@ -185,3 +185,16 @@ def test_the_child_ends_when_its_gateway_is_killed() -> None:
             gateway.kill()
             gateway.wait()
         assert ends(child), "the span exporter's child outlived its gateway"
+
+
+def test_a_helper_process_started_by_hand_says_it_is_the_gateway_s() -> None:
+    for module in ("ai_gateway.usage.writer", "ai_gateway.observability.span_export"):
+        done = subprocess.run(  # noqa: S603  # this interpreter, our own module
+            [sys.executable, "-m", module],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 1
+        assert done.stderr.decode().strip() == f"{module} is started by the gateway, not by hand"

@@ -37,6 +37,9 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from ai_gateway.helper_process import command, greeted, hello
 
+MODULE = "ai_gateway.observability.span_export"
+"""This module, as its helper process runs it (`python -m`: its `__name__` is then `__main__`)."""
+
 SHUTDOWN_TIMEOUT_S = 10.0
 """How long a shutdown waits for the child to export its last spans before killing it."""
 
@@ -173,7 +176,7 @@ class ProcessSpanExporter(SpanExporter):
             return input_of(child)
         # As every helper process (helper_process.py): its own session, the gateway's stderr.
         child = self._child = subprocess.Popen(  # noqa: S603 (this interpreter, our module)
-            command(__name__), stdin=subprocess.PIPE, start_new_session=True
+            command(MODULE), stdin=subprocess.PIPE, start_new_session=True
         )
         requests = input_of(child)
         requests.write(self._hello)
@@ -229,7 +232,7 @@ def serve(first: dict[str, Any], batches: IO[bytes]) -> None:
 
 def main() -> None:
     """`python -m ai_gateway.observability.span_export`: the child, started by the exporter."""
-    serve(greeted(__name__, needs="endpoint"), sys.stdin.buffer)
+    serve(greeted(MODULE, needs="endpoint"), sys.stdin.buffer)
 
 
 if __name__ == "__main__":

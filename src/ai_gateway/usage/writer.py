@@ -52,6 +52,9 @@ from ai_gateway.usage.entry import (
 )
 from ai_gateway.usage.tables import ledger
 
+MODULE = "ai_gateway.usage.writer"
+"""This module, as its helper process runs it (`python -m`: its `__name__` is then `__main__`)."""
+
 log = structlog.get_logger(__name__)
 
 READ_BYTES = 1024 * 1024
@@ -277,7 +280,7 @@ class LedgerWriter:
     async def _start(self) -> asyncio.subprocess.Process:
         # As every helper process (helper_process.py): its own session, the gateway's stderr.
         child = await asyncio.create_subprocess_exec(
-            *command(__name__),
+            *command(MODULE),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,
@@ -339,7 +342,7 @@ async def run(store: Store, method: str, args: list[Any]) -> Any:
 
 def main() -> None:
     """`python -m ai_gateway.usage.writer`: the child process, started by LedgerWriter."""
-    serve(greeted(__name__, needs="url"), sys.stdin.buffer, sys.stdout.buffer)
+    serve(greeted(MODULE, needs="url"), sys.stdin.buffer, sys.stdout.buffer)
 
 
 if __name__ == "__main__":
