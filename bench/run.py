@@ -234,8 +234,8 @@ def free_port() -> int:
 
 
 def children_of(pid: int) -> list[int]:
-    """Direct child PIDs (uvicorn's workers under its supervisor, a gateway process's ledger
-    writer)."""
+    """Direct child PIDs (uvicorn's workers under its supervisor, a gateway process's helper
+    processes)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         with contextlib.suppress(OSError):
@@ -244,7 +244,7 @@ def children_of(pid: int) -> list[int]:
 
 
 def descendants_of(pid: int) -> list[int]:
-    """Every process under `pid` (workers, and each one's ledger writer)."""
+    """Every process under `pid` (workers, and each one's helper processes)."""
     found = children_of(pid)
     return found + [p for child in found for p in descendants_of(child)]
 
@@ -668,8 +668,8 @@ def log_counts(target: Target) -> dict[str, int]:
 
 
 def server_cpu_s(target: Target) -> float:
-    """CPU seconds of the measured server: the gateway (with its workers and their ledger
-    writers) or the upstream."""
+    """CPU seconds of the measured server: the gateway (with its workers and their helper
+    processes) or the upstream."""
     if target.proc is None:
         return 0.0
     return sum(proc_cpu_s(pid) for pid in (target.proc.pid, *descendants_of(target.proc.pid)))
