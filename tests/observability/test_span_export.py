@@ -172,18 +172,17 @@ def test_the_child_ends_when_its_gateway_is_killed() -> None:
         "time.sleep(60)\n"
     )
     with otlp_receiver() as (endpoint, receiver):
-        gateway = subprocess.Popen(  # noqa: S603  # this interpreter, our own code
+        with subprocess.Popen(  # noqa: S603  # this interpreter, our own code
             [sys.executable, "-c", code, f"{endpoint}/v1/traces"],
             stdout=subprocess.PIPE,
             cwd=Path(__file__).resolve().parents[2],  # the repository: `tests` importable
-        )
-        try:
-            assert gateway.stdout is not None
-            child = int(gateway.stdout.readline())
-            receiver.wait_for(2)
-        finally:
-            gateway.kill()
-            gateway.wait()
+        ) as gateway:
+            try:
+                assert gateway.stdout is not None
+                child = int(gateway.stdout.readline())
+                receiver.wait_for(2)
+            finally:
+                gateway.kill()
         assert ends(child), "the span exporter's child outlived its gateway"
 
 

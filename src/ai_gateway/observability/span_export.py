@@ -174,6 +174,7 @@ class ProcessSpanExporter(SpanExporter):
         child = self._child
         if child is not None and child.poll() is None:
             return input_of(child)
+        self._end(kill=True)  # a child that died: its pipe closed, the process reaped
         # As every helper process (helper_process.py): its own session, the gateway's stderr.
         child = self._child = subprocess.Popen(  # noqa: S603 (this interpreter, our module)
             command(MODULE), stdin=subprocess.PIPE, start_new_session=True
@@ -194,6 +195,9 @@ class ProcessSpanExporter(SpanExporter):
         if child.poll() is None:
             child.kill()
         child.wait()
+        if child.stdin is not None:
+            with contextlib.suppress(OSError):  # what it held is lost with it
+                child.stdin.close()
 
     def shutdown(self) -> None:
         """End the child once it has exported what it was given: within SHUTDOWN_TIMEOUT_S of
