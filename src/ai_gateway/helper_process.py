@@ -6,9 +6,12 @@ line on its standard input (so a database URL is never on a command line), loggi
 gateway's standard error, and ending at the end of its input: when the gateway closes it, or
 dies. It ignores SIGINT and SIGTERM: a Ctrl-C in a terminal, or a service manager signalling the
 whole process group, is the gateway's to handle, and the gateway's shutdown still goes through
-its helpers.
+its helpers. It first closes every descriptor it inherited past its standard three: the event
+loop's process spawning (uvloop's) leaves some of the gateway's open in the child, the listening
+socket among them, which would keep the gateway's port held by a helper.
 """
 
+import os
 import signal
 import sys
 from typing import Any
@@ -31,6 +34,7 @@ def hello(*, log_level: str, log_format: str, **needs: str | None) -> bytes:
 def greeted(module: str, *, needs: str) -> dict[str, Any]:
     """In the helper, first: the gateway's signals ignored, its first line read (which must hold
     `needs`), logging set up as the gateway's."""
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the gateway's descriptors are not the helper's
     for ending in (signal.SIGINT, signal.SIGTERM):
         signal.signal(ending, signal.SIG_IGN)
     first: dict[str, Any] = orjson.loads(sys.stdin.buffer.readline() or b"{}")

@@ -4,8 +4,11 @@ SERVER span per request, one CLIENT span per upstream attempt under it, the GenA
 error types on failures, and no prompt or completion text unless asked for."""
 
 import asyncio
+import os
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +147,61 @@ def test_each_request_and_attempt_is_a_span_with_the_genai_attributes(
     assert PROMPT not in everything
     assert ANSWER not in everything
     assert receiver.bad_paths == []
+
+
+def holders_of_listening_socket(port: int) -> set[int]:
+    """The processes holding the socket that listens on `port` (/proc/net/tcp names its inode)."""
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    (inode,) = [row[9] for row in rows if row[1].endswith(f":{port:04X}") and row[3] == "0A"]
+    holders = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:  # a process that ended, or one we may not look into
+            continue
+        if f"socket:[{inode}]" in links:
+            holders.add(int(fd_dir.parent.name))
+    return holders
+
+
+def ledger_rows(directory: Path) -> int:
+    """How many entries the gateway's SQLite ledger (in its working directory) holds."""
+    try:
+        with closing(sqlite3.connect(directory / "ai-gateway.db")) as db:
+            (count,) = db.execute("SELECT count(*) FROM usage_ledger").fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    return int(count)
+
+
+def children_of(pid: int) -> list[str]:
+    """A process's children, whichever of its threads started them."""
+    return [
+        child
+        for path in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in path.read_text().split()
+    ]
+
+
+def test_the_helper_processes_hold_none_of_the_gateway_s_descriptors(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    fake_upstream.reply(json_reply(completion_payload()))
+    with traced_gateway(fake_upstream, tmp_path) as (url, receiver):
+        assert chat(url, "fds-1").status_code == 200
+        receiver.wait_for(2)
+        port = int(url.rsplit(":", 1)[1])
+        (gateway,) = [
+            int(cmdline.parent.name)
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline")
+            if f"--port\0{port}\0".encode() in cmdline.read_bytes()
+        ]
+        deadline = time.monotonic() + 10
+        while not ledger_rows(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the writer has started, and read its first line, once it wrote
+        assert ledger_rows(tmp_path) == 1
+        assert len(children_of(gateway)) == 2  # the span exporter and the ledger writer
+        assert holders_of_listening_socket(port) == {gateway}
 
 
 def test_prompt_and_completion_text_are_captured_only_when_asked(

@@ -1,25 +1,26 @@
 """Traces over OTLP (HTTP/protobuf), built only when an OTLP endpoint is set: a SERVER span per
 request (in the caller's trace when it sends a W3C `traceparent`) and a CLIENT span per upstream
-attempt, its child through the OpenTelemetry context (hedged attempts start in the request's
-task, so their spans have the same parent). Spans carry the GenAI semantic conventions'
-attributes; prompt and completion text only when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
-is on.
+attempt, its child (hedged attempts start in tasks of the request's task, so their spans have the
+same parent). Spans carry the GenAI semantic conventions' attributes; prompt and completion text
+only when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is on. The spans are made from the
+SDK's parts without its tracer (observability/spans.py says why) and exported by the SDK's batch
+processor and OTLP exporter in a process of their own (observability/span_export.py).
 
 Spans: https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/
 """
 
 import asyncio
-from contextvars import Token
-from typing import Any
+from contextvars import ContextVar, Token
 
 import orjson
-from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
 from ai_gateway import __version__
 from ai_gateway.api.record import CLIENT_CLOSED_STATUS, RequestRecord
@@ -27,6 +28,7 @@ from ai_gateway.config.settings import Settings
 from ai_gateway.observability.labels import CANCELLED, ErrorTypes
 from ai_gateway.observability.observer import Headers
 from ai_gateway.observability.span_export import ProcessSpanExporter
+from ai_gateway.observability.spans import OpenSpan, SpanMaker
 from ai_gateway.routing.attempts import AttemptKind, AttemptWatch, AttemptWatcher
 from ai_gateway.routing.route import Deployment, Route
 from ai_gateway.routing.router import OpenedStream
@@ -37,10 +39,11 @@ TRACE_HEADERS = (b"traceparent", b"tracestate")
 PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def tracer_provider(settings: Settings, endpoint: str) -> TracerProvider:
-    """The SDK's provider exporting in batches to `endpoint`, through a process of its own
+def span_maker(settings: Settings, endpoint: str) -> tuple[SpanMaker, TracerProvider]:
+    """Spans exported in batches to `endpoint`, through a process of its own
     (observability/span_export.py; the sampler, batch sizes, headers and timeouts come from the
-    standard OTEL_* variables, read by the SDK itself)."""
+    standard OTEL_* variables, read by the SDK itself), and the SDK's provider that holds their
+    batch processor (it shuts it down at exit)."""
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.otel_service_name}))
     exporter = ProcessSpanExporter(
         endpoint,
@@ -48,15 +51,17 @@ def tracer_provider(settings: Settings, endpoint: str) -> TracerProvider:
         log_level=settings.log_level,
         log_format=settings.log_format,
     )
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
+    processor = BatchSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    scope = InstrumentationScope("ai_gateway", __version__)
+    return SpanMaker(provider, processor, scope), provider
 
 
-def set_usage(span: Span, usage: Usage | None) -> None:
-    """Token counts on a span."""
+def set_usage(attributes: dict[str, AttributeValue], usage: Usage | None) -> None:
+    """Token counts among a span's attributes."""
     if usage is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+        attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
 
 
 def is_server_error(record: RequestRecord) -> bool:
@@ -79,83 +84,86 @@ def caller_context(headers: Headers) -> Context | None:
     return PROPAGATOR.extract(carrier) if carrier else None
 
 
+REQUEST_SPAN: ContextVar[OpenSpan | None] = ContextVar("request_span", default=None)
+"""The request's span while it runs, for its attempts' spans (hedged attempts start in tasks
+of the request's task, which inherit it)."""
+
+
 class TracingObserver:
-    """A SERVER span for every request, made current for the request's task (so the router's
+    """A SERVER span for every sampled request, current for the request's task (so the router's
     attempt spans are its children) and ended with what the request's record holds."""
 
-    def __init__(self, tracer: Tracer, *, errors: ErrorTypes, capture_content: bool) -> None:
-        self.tracer = tracer
+    def __init__(self, spans: SpanMaker, *, errors: ErrorTypes, capture_content: bool) -> None:
+        self.spans = spans
         self.errors = errors
         self.capture_content = capture_content
-        self._tokens: dict[int, Token[Context]] = {}
+        self._tokens: dict[int, Token[OpenSpan | None]] = {}
 
     def started(self, record: RequestRecord, headers: Headers) -> None:
-        """Open the request's span, in the caller's trace when it sent a valid `traceparent`,
-        and make it current (a request the sampler leaves out gets no more: its attempts are
-        not traced either)."""
-        span = self.tracer.start_span(
+        """Open the request's span, in the caller's trace when it sent a valid `traceparent`
+        (a request the sampler leaves out gets no more: its attempts are not traced either)."""
+        span = self.spans.root(
             record.method,
-            context=caller_context(headers),
-            kind=SpanKind.SERVER,
-            attributes={
+            SpanKind.SERVER,
+            {
                 "http.request.method": record.method,
                 "url.path": record.path,
                 "ai_gateway.request_id": record.request_id,
             },
+            caller_context(headers),
         )
-        if not span.is_recording():  # sampled out: nothing to describe or to make current
+        if span is None:  # sampled out: nothing to describe or to make current
             return  # (if upstream calls ever carry `traceparent`, this one must carry it too)
         record.span = span
         if self.capture_content:
             record.streamed_text = {}  # filled only if the answer is a stream
-        self._tokens[id(record)] = context.attach(trace.set_span_in_context(span))
+        self._tokens[id(record)] = REQUEST_SPAN.set(span)
 
     def finished(self, record: RequestRecord) -> None:
         """Describe the request on its span and end it."""
         token = self._tokens.pop(id(record), None)
         if token is not None:
-            context.detach(token)
+            REQUEST_SPAN.reset(token)
         span = record.span
-        if not isinstance(span, Span):  # sampled out
+        if not isinstance(span, OpenSpan):  # sampled out
             return
+        attributes = span.attributes
         status = CLIENT_CLOSED_STATUS if record.is_client_closed else record.status
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
         if record.route is not None:
             self._describe_chat(span, record)
         error_type = self.errors.of_record(record)
         if error_type:
-            span.set_attribute("error.type", error_type)
+            attributes["error.type"] = error_type
             if is_server_error(record):
-                span.set_status(Status(StatusCode.ERROR, error_type))
-        span.end()
+                span.status = Status(StatusCode.ERROR, error_type)
+        self.spans.end(span)
 
-    @staticmethod
-    def _describe_chat(span: Span, record: RequestRecord) -> None:
+    def _describe_chat(self, span: OpenSpan, record: RequestRecord) -> None:
         """The GenAI attributes of a chat request."""
-        span.update_name(f"{CHAT} {record.route}")
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": CHAT,
-            "gen_ai.request.model": record.route,
-            "ai_gateway.stream": record.is_stream,
-        }
+        span.name = f"{CHAT} {record.route}"
+        attributes = span.attributes
+        attributes["gen_ai.operation.name"] = CHAT
+        attributes["gen_ai.request.model"] = record.route
+        attributes["ai_gateway.stream"] = record.is_stream
+        caller = record.caller
         optional = {
             "gen_ai.provider.name": record.provider,
             "gen_ai.response.model": record.model,
             "ai_gateway.attempts": record.attempts,
             "ai_gateway.cost_usd": record.cost_usd,
-            "ai_gateway.key_id": record.caller.key_id if record.caller else None,
-            "ai_gateway.team": record.caller.team if record.caller else None,
+            "ai_gateway.key_id": caller.key_id if caller else None,
+            "ai_gateway.team": caller.team if caller else None,
         }
         attributes.update({k: v for k, v in optional.items() if v is not None})
-        span.set_attributes(attributes)
-        set_usage(span, record.usage)
+        set_usage(attributes, record.usage)
         if record.streamed_text:  # a stream's answer, when content is captured
             messages = [
                 {"role": "assistant", "content": "".join(record.streamed_text[index])}
                 for index in sorted(record.streamed_text)
             ]
-            span.set_attribute("gen_ai.output.messages", orjson.dumps(messages).decode())
+            attributes["gen_ai.output.messages"] = self.spans.text(orjson.dumps(messages).decode())
 
 
 class AttemptTracer:
@@ -163,13 +171,13 @@ class AttemptTracer:
 
     def __init__(
         self,
-        tracer: Tracer,
+        spans: SpanMaker,
         inner: AttemptWatcher,
         *,
         errors: ErrorTypes,
         capture_content: bool,
     ) -> None:
-        self.tracer = tracer
+        self.spans = spans
         self.inner = inner
         self.errors = errors
         self.capture_content = capture_content
@@ -181,25 +189,23 @@ class AttemptTracer:
         request: ChatCompletionRequest | None,
         kind: AttemptKind,
     ) -> AttemptWatch:
-        """Open the attempt's span under the current (request) span; none under a request
-        that was sampled out (the default sampler follows the parent)."""
+        """Open the attempt's span under the request's; none under a request that was sampled
+        out."""
         inner = self.inner.started(route, deployment, request, kind)
-        if not trace.get_current_span().is_recording():
+        parent = REQUEST_SPAN.get()
+        if parent is None:
             return inner
-        span = self.tracer.start_span(
-            f"{CHAT} {deployment.model}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": CHAT,
-                "gen_ai.provider.name": deployment.provider.name,
-                "gen_ai.request.model": deployment.model,
-                "ai_gateway.route": route.name,
-                "ai_gateway.deployment": deployment.key,
-                "ai_gateway.attempt.kind": kind.value,
-            },
-        )
+        attributes: dict[str, AttributeValue] = {
+            "gen_ai.operation.name": CHAT,
+            "gen_ai.provider.name": deployment.provider.name,
+            "gen_ai.request.model": deployment.model,
+            "ai_gateway.route": route.name,
+            "ai_gateway.deployment": deployment.key,
+            "ai_gateway.attempt.kind": kind.value,
+        }
         if self.capture_content and request is not None:
-            span.set_attribute("gen_ai.input.messages", bytes(request.messages).decode())
+            attributes["gen_ai.input.messages"] = self.spans.text(bytes(request.messages).decode())
+        span = self.spans.child(parent, f"{CHAT} {deployment.model}", SpanKind.CLIENT, attributes)
         return TracedAttempt(span, inner, self)
 
 
@@ -208,7 +214,7 @@ class TracedAttempt:
 
     __slots__ = ("inner", "owner", "span")
 
-    def __init__(self, span: Span, inner: AttemptWatch, owner: AttemptTracer) -> None:
+    def __init__(self, span: OpenSpan, inner: AttemptWatch, owner: AttemptTracer) -> None:
         self.span = span
         self.inner = inner
         self.owner = owner
@@ -216,32 +222,33 @@ class TracedAttempt:
     def succeeded(self, value: object) -> None:
         """The response model and usage of the answer (and its text, when captured)."""
         self.inner.succeeded(value)
-        span = self.span
+        attributes = self.span.attributes
         if isinstance(value, ChatCompletionResponse):
             model = value.data.get("model")
-            set_usage(span, value.usage)
+            set_usage(attributes, value.usage)
             if self.owner.capture_content:
                 messages = [choice.get("message") for choice in value.data.get("choices", ())]
-                span.set_attribute("gen_ai.output.messages", orjson.dumps(messages).decode())
+                text = orjson.dumps(messages).decode()
+                attributes["gen_ai.output.messages"] = self.owner.spans.text(text)
         elif isinstance(value, OpenedStream) and value.first:
             model = value.first[0].data.get("model")
         else:
             model = None
         if isinstance(model, str):
-            span.set_attribute("gen_ai.response.model", model)
-        span.end()
+            attributes["gen_ai.response.model"] = model
+        self.owner.spans.end(self.span)
 
     def failed(self, error: BaseException) -> None:
         """The error's type; a cancelled attempt (a hedge loser) is no error."""
         self.inner.failed(error)
         span = self.span
         if isinstance(error, asyncio.CancelledError):
-            span.set_attribute("ai_gateway.attempt.outcome", CANCELLED)
+            span.attributes["ai_gateway.attempt.outcome"] = CANCELLED
         else:
             error_type = self.owner.errors.of_error(error)
-            span.set_attribute("error.type", error_type)
-            span.set_status(Status(StatusCode.ERROR, error_type))
-        span.end()
+            span.attributes["error.type"] = error_type
+            span.status = Status(StatusCode.ERROR, error_type)
+        self.owner.spans.end(span)
 
 
 def build_tracing(
@@ -249,11 +256,10 @@ def build_tracing(
 ) -> tuple[TracingObserver, AttemptTracer, TracerProvider]:
     """The request observer and the attempt watcher (around `inner`), exporting to `endpoint`,
     and their provider."""
-    provider = tracer_provider(settings, endpoint)
-    tracer = provider.get_tracer("ai_gateway", __version__)
+    spans, provider = span_maker(settings, endpoint)
     capture_content = settings.otel_instrumentation_genai_capture_message_content
     return (
-        TracingObserver(tracer, errors=errors, capture_content=capture_content),
-        AttemptTracer(tracer, inner, errors=errors, capture_content=capture_content),
+        TracingObserver(spans, errors=errors, capture_content=capture_content),
+        AttemptTracer(spans, inner, errors=errors, capture_content=capture_content),
         provider,
     )
