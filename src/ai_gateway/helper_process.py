@@ -11,6 +11,7 @@ loop's process spawning (uvloop's) leaves some of the gateway's open in the chil
 socket among them, which would keep the gateway's port held by a helper.
 """
 
+import contextlib
 import os
 import signal
 import sys
@@ -31,10 +32,24 @@ def hello(*, log_level: str, log_format: str, **needs: str | None) -> bytes:
     return orjson.dumps({**needs, "log_level": log_level, "log_format": log_format}) + b"\n"
 
 
+def close_inherited() -> None:
+    """Close every descriptor past the standard three: those /proc lists (closing up to the
+    descriptor limit, where a container allows a billion, could take minutes one by one)."""
+    try:
+        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: every number up to the limit
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        return
+    for descriptor in descriptors:
+        if descriptor > 2:
+            with contextlib.suppress(OSError):  # (the listing's own, already closed)
+                os.close(descriptor)
+
+
 def greeted(module: str, *, needs: str) -> dict[str, Any]:
     """In the helper, first: the gateway's signals ignored, its first line read (which must hold
     `needs`), logging set up as the gateway's."""
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the gateway's descriptors are not the helper's
+    close_inherited()
     for ending in (signal.SIGINT, signal.SIGTERM):
         signal.signal(ending, signal.SIG_IGN)
     first: dict[str, Any] = orjson.loads(sys.stdin.buffer.readline() or b"{}")

@@ -295,6 +295,20 @@ def test_without_an_otlp_endpoint_only_metrics_observe(tmp_path: Path) -> None:
     assert [type(o) for o in app.observers] == [MetricsObserver]
 
 
+def test_otel_sdk_disabled_turns_tracing_off_whatever_the_endpoint(tmp_path: Path) -> None:
+    endpoint = "http://127.0.0.1:4318"
+    traced = create_app(
+        settings_for(tmp_path, otel_exporter_otlp_endpoint=endpoint), config=ONE_ATTEMPT
+    )
+    disabled = create_app(
+        settings_for(tmp_path, otel_exporter_otlp_endpoint=endpoint, otel_sdk_disabled=True),
+        config=ONE_ATTEMPT,
+    )
+
+    assert len(traced.observers) == 2
+    assert [type(o) for o in disabled.observers] == [MetricsObserver]
+
+
 def test_without_an_otlp_endpoint_no_tracing_code_is_imported(tmp_path: Path) -> None:
     script = (
         "import sys\n"

@@ -85,7 +85,7 @@ def wait_until_ended(pid: int) -> None:
 def test_a_span_crosses_the_pipe_with_all_the_encoder_reads() -> None:
     spans = two_spans()
 
-    rebuilt = [span_of(span_fields(span), RESOURCE) for span in spans]
+    rebuilt = [span_of(span_fields(span), RESOURCE, {}) for span in spans]
 
     assert encode_spans(rebuilt).SerializeToString() == encode_spans(spans).SerializeToString()
     client, server = rebuilt  # ended in that order
@@ -111,7 +111,7 @@ def test_what_a_span_had_to_drop_is_carried_across() -> None:
     span.end()
     (original,) = kept.spans
 
-    rebuilt = span_of(span_fields(original), RESOURCE)
+    rebuilt = span_of(span_fields(original), RESOURCE, {})
 
     assert (rebuilt.dropped_attributes, rebuilt.dropped_events) == (1, 1)
     assert (

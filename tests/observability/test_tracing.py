@@ -174,6 +174,14 @@ def ledger_rows(directory: Path) -> int:
     return int(count)
 
 
+def read_or_nothing(path: Path) -> bytes:
+    """A /proc file's bytes; none for a process that has just ended."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
 def children_of(pid: int) -> list[str]:
     """A process's children, whichever of its threads started them."""
     return [
@@ -194,7 +202,7 @@ def test_the_helper_processes_hold_none_of_the_gateway_s_descriptors(
         (gateway,) = [
             int(cmdline.parent.name)
             for cmdline in Path("/proc").glob("[0-9]*/cmdline")
-            if f"--port\0{port}\0".encode() in cmdline.read_bytes()
+            if f"--port\0{port}\0".encode() in read_or_nothing(cmdline)
         ]
         deadline = time.monotonic() + 10
         while not ledger_rows(tmp_path) and time.monotonic() < deadline:

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     """GET /metrics takes an admin key (GATEWAY_ADMIN_KEYS) instead of being public."""
     metrics_key_labels: bool = False
     """Request and cost metrics carry a `key_id` label (one series per key)."""
+    otel_sdk_disabled: bool = False
+    """OpenTelemetry's own switch: no tracing at all, whatever endpoint is set."""
     otel_exporter_otlp_endpoint: str | None = None
     """Traces are exported (OTLP over HTTP/protobuf) when this or the traces endpoint is set."""
     otel_exporter_otlp_traces_endpoint: str | None = None

@@ -41,7 +41,10 @@ class Observability:
 
 def traces_endpoint(settings: Settings) -> str | None:
     """Where spans go: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as given, else
-    OTEL_EXPORTER_OTLP_ENDPOINT with the traces path; None (no tracing) when neither is set."""
+    OTEL_EXPORTER_OTLP_ENDPOINT with the traces path; None (no tracing) when neither is set, or
+    when OTEL_SDK_DISABLED is true."""
+    if settings.otel_sdk_disabled:
+        return None
     endpoint = settings.otel_exporter_otlp_traces_endpoint
     variable = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     if not endpoint and settings.otel_exporter_otlp_endpoint:

@@ -77,8 +77,8 @@ def span_fields(span: ReadableSpan) -> list[Any]:
 Scopes = dict[tuple[str, str | None, str | None], InstrumentationScope]
 
 
-def span_of(fields: list[Any], resource: Resource, scopes: Scopes | None = None) -> ReadableSpan:
-    """The span `span_fields` described (its scope one of `scopes`, where it is kept)."""
+def span_of(fields: list[Any], resource: Resource, scopes: Scopes) -> ReadableSpan:
+    """The span `span_fields` described (its scope kept in `scopes`, one object per scope)."""
     (name, trace_id, span_id, flags, state, parent_id, parent_remote, kind, start, end) = fields[
         :10
     ]
@@ -110,19 +110,17 @@ def span_of(fields: list[Any], resource: Resource, scopes: Scopes | None = None)
     )
 
 
-def scope_of(fields: list[Any], scopes: Scopes | None) -> InstrumentationScope:
-    """The scope `fields` name, made once per child (the OTLP encoder groups spans by scope,
-    and a scope already seen is found by identity)."""
+def scope_of(fields: list[Any], scopes: Scopes) -> InstrumentationScope:
+    """The scope `fields` name, made once (the OTLP encoder groups spans by scope, and a
+    scope already seen is found by identity)."""
     name, version, schema_url = fields
-    known = None if scopes is None else scopes.get((name, version, schema_url))
+    known = scopes.get((name, version, schema_url))
     if known is None:
-        known = InstrumentationScope(name, version, schema_url)
-        if scopes is not None:
-            scopes[name, version, schema_url] = known
+        known = scopes[name, version, schema_url] = InstrumentationScope(name, version, schema_url)
     return known
 
 
-class OneResource(Resource):
+class HashedOnceResource(Resource):
     """The child's one resource, hashed once: the OTLP encoder groups every span by resource,
     and the SDK's resource serialises its attributes to JSON for each hash."""
 
@@ -256,7 +254,7 @@ def serve(first: dict[str, Any], batches: IO[bytes]) -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME
 
-    resource = OneResource(Resource.create({SERVICE_NAME: first["service_name"]}))
+    resource = HashedOnceResource(Resource.create({SERVICE_NAME: first["service_name"]}))
     scopes: Scopes = {}
     exporter = OTLPSpanExporter(endpoint=first["endpoint"])
     # A batch makes tens of thousands of short-lived objects (the protobuf messages), which

@@ -1,16 +1,16 @@
 """Traces over OTLP (HTTP/protobuf), built only when an OTLP endpoint is set: a SERVER span per
 request (in the caller's trace when it sends a W3C `traceparent`) and a CLIENT span per upstream
-attempt, its child (hedged attempts start in tasks of the request's task, so their spans have the
-same parent). Spans carry the GenAI semantic conventions' attributes; prompt and completion text
-only when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is on. The spans are made from the
-SDK's parts without its tracer (observability/spans.py says why) and exported by the SDK's batch
+attempt, its child (hedged attempts start in the request's task, so their spans have the same
+parent). Spans carry the GenAI semantic conventions' attributes; prompt and completion text only
+when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is on. The spans are made from the SDK's
+parts without its tracer (observability/span_maker.py says why) and exported by the SDK's batch
 processor and OTLP exporter in a process of their own (observability/span_export.py).
 
 Spans: https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/
 """
 
 import asyncio
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 
 import orjson
 from opentelemetry.context import Context
@@ -28,7 +28,7 @@ from ai_gateway.config.settings import Settings
 from ai_gateway.observability.labels import CANCELLED, ErrorTypes
 from ai_gateway.observability.observer import Headers
 from ai_gateway.observability.span_export import ProcessSpanExporter
-from ai_gateway.observability.spans import OpenSpan, SpanMaker
+from ai_gateway.observability.span_maker import OpenSpan, SpanMaker
 from ai_gateway.routing.attempts import AttemptKind, AttemptWatch, AttemptWatcher
 from ai_gateway.routing.route import Deployment, Route
 from ai_gateway.routing.router import OpenedStream
@@ -39,7 +39,7 @@ TRACE_HEADERS = (b"traceparent", b"tracestate")
 PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def span_maker(settings: Settings, endpoint: str) -> tuple[SpanMaker, TracerProvider]:
+def span_pipeline(settings: Settings, endpoint: str) -> tuple[SpanMaker, TracerProvider]:
     """Spans exported in batches to `endpoint`, through a process of its own
     (observability/span_export.py; the sampler, batch sizes, headers and timeouts come from the
     standard OTEL_* variables, read by the SDK itself), and the SDK's provider that holds their
@@ -85,8 +85,8 @@ def caller_context(headers: Headers) -> Context | None:
 
 
 REQUEST_SPAN: ContextVar[OpenSpan | None] = ContextVar("request_span", default=None)
-"""The request's span while it runs, for its attempts' spans (hedged attempts start in tasks
-of the request's task, which inherit it)."""
+"""The request's span while it runs, for its attempts' spans (every attempt, hedges too, starts
+in the request's task). Set in that task's own context: it ends with the task."""
 
 
 class TracingObserver:
@@ -97,7 +97,6 @@ class TracingObserver:
         self.spans = spans
         self.errors = errors
         self.capture_content = capture_content
-        self._tokens: dict[int, Token[OpenSpan | None]] = {}
 
     def started(self, record: RequestRecord, headers: Headers) -> None:
         """Open the request's span, in the caller's trace when it sent a valid `traceparent`
@@ -117,16 +116,14 @@ class TracingObserver:
         record.span = span
         if self.capture_content:
             record.streamed_text = {}  # filled only if the answer is a stream
-        self._tokens[id(record)] = REQUEST_SPAN.set(span)
+        REQUEST_SPAN.set(span)
 
     def finished(self, record: RequestRecord) -> None:
         """Describe the request on its span and end it."""
-        token = self._tokens.pop(id(record), None)
-        if token is not None:
-            REQUEST_SPAN.reset(token)
         span = record.span
         if not isinstance(span, OpenSpan):  # sampled out
             return
+        REQUEST_SPAN.set(None)  # (in the request's task, as `started`: nothing else sees it)
         attributes = span.attributes
         status = CLIENT_CLOSED_STATUS if record.is_client_closed else record.status
         if status is not None:
@@ -163,7 +160,7 @@ class TracingObserver:
                 {"role": "assistant", "content": "".join(record.streamed_text[index])}
                 for index in sorted(record.streamed_text)
             ]
-            attributes["gen_ai.output.messages"] = self.spans.text(orjson.dumps(messages).decode())
+            attributes["gen_ai.output.messages"] = orjson.dumps(messages).decode()
 
 
 class AttemptTracer:
@@ -204,7 +201,7 @@ class AttemptTracer:
             "ai_gateway.attempt.kind": kind.value,
         }
         if self.capture_content and request is not None:
-            attributes["gen_ai.input.messages"] = self.spans.text(bytes(request.messages).decode())
+            attributes["gen_ai.input.messages"] = bytes(request.messages).decode()
         span = self.spans.child(parent, f"{CHAT} {deployment.model}", SpanKind.CLIENT, attributes)
         return TracedAttempt(span, inner, self)
 
@@ -228,8 +225,7 @@ class TracedAttempt:
             set_usage(attributes, value.usage)
             if self.owner.capture_content:
                 messages = [choice.get("message") for choice in value.data.get("choices", ())]
-                text = orjson.dumps(messages).decode()
-                attributes["gen_ai.output.messages"] = self.owner.spans.text(text)
+                attributes["gen_ai.output.messages"] = orjson.dumps(messages).decode()
         elif isinstance(value, OpenedStream) and value.first:
             model = value.first[0].data.get("model")
         else:
@@ -256,7 +252,7 @@ def build_tracing(
 ) -> tuple[TracingObserver, AttemptTracer, TracerProvider]:
     """The request observer and the attempt watcher (around `inner`), exporting to `endpoint`,
     and their provider."""
-    spans, provider = span_maker(settings, endpoint)
+    spans, provider = span_pipeline(settings, endpoint)
     capture_content = settings.otel_instrumentation_genai_capture_message_content
     return (
         TracingObserver(spans, errors=errors, capture_content=capture_content),

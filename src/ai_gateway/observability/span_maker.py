@@ -8,26 +8,30 @@ most of tracing's cost in throughput. The gateway's spans are few and their attr
 set of typed values, so the checks buy nothing here; what a span holds is decided once, when it
 ends. What the SDK would do and this does too: the sampler's decision, attributes and trace state
 (asked once per request: an attempt's span follows its request's, as the default parent-based
-sampler would decide), random ids and the W3C random-trace-id flag, the `max attribute length`
-limit (OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT / OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT) on text.
+sampler would decide), random ids and the W3C random-trace-id flag, and the span limits of the
+OTEL_SPAN_ATTRIBUTE_* / OTEL_ATTRIBUTE_* variables (applied by the SDK's own bounded attributes
+when a limit is set that could cut something: a value length, or a count under what the span
+holds).
 """
 
 import time
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags, TraceState
+from opentelemetry.util.types import Attributes, AttributeValue
 
 UNSET = Status()
 
 
 @dataclass(slots=True)
 class OpenSpan:
-    """A span being described: its identity is fixed when it starts, the rest until it ends."""
+    """A span being described: its identity is fixed when it starts, the rest until it ends
+    (not after: the batch processor's thread reads its attributes)."""
 
     name: str
     context: SpanContext
@@ -49,7 +53,9 @@ class SpanMaker:
         self.resource = provider.resource
         self.processor = processor
         self.scope = scope
-        self.max_text = SpanLimits().max_span_attribute_length
+        limits = SpanLimits()  # from the environment, as the provider's own
+        self.max_attributes = limits.max_span_attributes
+        self.max_text = limits.max_span_attribute_length
 
     def root(
         self,
@@ -71,13 +77,7 @@ class SpanMaker:
         if not sampling.decision.is_sampled():  # type: ignore[no-untyped-call]  # untyped upstream
             return None
         flags = TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if is_random else 0)
-        context = SpanContext(
-            trace_id,
-            self.ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=TraceFlags(flags),
-            trace_state=sampling.trace_state,
-        )
+        context = self._context(trace_id, TraceFlags(flags), sampling.trace_state)
         return OpenSpan(name, context, parent_context, kind, dict(sampling.attributes or {}))
 
     def child(
@@ -85,27 +85,28 @@ class SpanMaker:
     ) -> OpenSpan:
         """A span under `parent`, in its trace and sampled as it is."""
         known = parent.context
-        context = SpanContext(
-            known.trace_id,
-            self.ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=known.trace_flags,
-            trace_state=known.trace_state,
-        )
+        context = self._context(known.trace_id, known.trace_flags, known.trace_state)
         return OpenSpan(name, context, known, kind, attributes)
 
-    def text(self, value: str) -> str:
-        """Text for an attribute, cut at the configured attribute length limit."""
-        return value if self.max_text is None else value[: self.max_text]
+    def _context(self, trace_id: int, flags: TraceFlags, state: TraceState | None) -> SpanContext:
+        """A new span's identity in trace `trace_id`."""
+        span_id = self.ids.generate_span_id()
+        return SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=state)
 
     def end(self, span: OpenSpan) -> None:
         """Hand the finished span to the batch processor."""
+        attributes: Attributes = span.attributes
+        too_many = self.max_attributes is not None and len(span.attributes) > self.max_attributes
+        if self.max_text is not None or too_many:  # the SDK's own cut, and its dropped count
+            attributes = BoundedAttributes(
+                self.max_attributes, span.attributes, max_value_len=self.max_text
+            )
         finished = ReadableSpan(
             span.name,
             context=span.context,
             parent=span.parent,
             resource=self.resource,
-            attributes=span.attributes,
+            attributes=attributes,
             kind=span.kind,
             status=span.status,
             start_time=span.start_ns,

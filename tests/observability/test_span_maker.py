@@ -21,7 +21,7 @@ from opentelemetry.trace import set_span_in_context as in_context
 from opentelemetry.util.types import AttributeValue
 
 from ai_gateway.observability.span_export import span_fields
-from ai_gateway.observability.spans import SpanMaker
+from ai_gateway.observability.span_maker import OpenSpan, SpanMaker
 from tests.observability.test_span_export import Kept
 
 RESOURCE = Resource.create({SERVICE_NAME: "gateway-under-test"})
@@ -116,14 +116,28 @@ def test_what_the_sampler_leaves_out_is_no_span() -> None:
     assert sampled.context.trace_state == CALLER.trace_state
 
 
-def test_captured_text_is_cut_at_the_attribute_length_limit(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    spans, _ = maker()
-    assert spans.text("x" * 100) == "x" * 100
-    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "5")
-    spans, _ = maker()
-    assert spans.text("abcdefgh") == "abcde"
+def test_the_span_limits_cut_as_the_sdk_s_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    attributes: dict[str, AttributeValue] = {"a": "x" * 100, "b": 1, "c": "longer text", "d": True}
+    spans, made = maker()
+    spans.end(spans.child(root(spans), "chat m", SpanKind.CLIENT, dict(attributes)))
+    assert made.spans[0].attributes == attributes
+    assert made.spans[0].dropped_attributes == 0
+
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "6")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "3")
+    sdk, by_sdk = provider()
+    sdk.get_tracer("t").start_span("chat m", attributes=dict(attributes)).end()
+    spans, made = maker()
+    spans.end(spans.child(root(spans), "chat m", SpanKind.CLIENT, dict(attributes)))
+    assert dict(made.spans[0].attributes or {}) == dict(by_sdk.spans[0].attributes or {})
+    assert dict(made.spans[0].attributes or {}) == {"b": 1, "c": "longer", "d": True}
+    assert made.spans[0].dropped_attributes == by_sdk.spans[0].dropped_attributes == 1
+
+
+def root(spans: SpanMaker) -> OpenSpan:
+    made = spans.root("POST", SpanKind.SERVER, {})
+    assert made is not None
+    return made
 
 
 def test_a_new_trace_s_random_id_is_flagged_as_the_sdk_flags_it() -> None:
