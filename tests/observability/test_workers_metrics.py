@@ -5,7 +5,6 @@ its figures (files in a directory the server makes and removes)."""
 import asyncio
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,16 +26,17 @@ ROUTE = f"cerebras/{MODEL}"
 SCRAPES = 6
 
 
-def metrics_directories() -> set[str]:
-    """The shared metrics directories in the temporary directory."""
-    return {p.name for p in Path(tempfile.gettempdir()).glob("ai-gateway-metrics-*")}
+def metrics_directories(temporary: Path) -> set[str]:
+    """The shared metrics directories in the gateway's temporary directory."""
+    return {p.name for p in temporary.glob("ai-gateway-metrics-*")}
 
 
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="finds workers through /proc")
 def test_metrics_of_two_workers_add_up_to_every_request(tmp_path: Path) -> None:
-    env = environment(tmp_path, HEADER_TIMEOUT_S="60")
+    temporary = tmp_path / "tmp"  # its own (TMPDIR): no other gateway's directories in it
+    temporary.mkdir()
+    env = environment(tmp_path, HEADER_TIMEOUT_S="60", TMPDIR=str(temporary))
     port = free_port()
-    before = metrics_directories()
     with (tmp_path / "stderr.log").open("w") as err:
         process = subprocess.Popen(  # noqa: S603  # our own interpreter and module
             gateway_command(port, "--workers", "2"),
@@ -49,7 +49,7 @@ def test_metrics_of_two_workers_add_up_to_every_request(tmp_path: Path) -> None:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_until_healthy(url, process)
-            during = metrics_directories() - before
+            during = metrics_directories(temporary)
             connections = connections_to_each_worker(process.pid, port)
             answers = asyncio.run(send_all(connections, GATEWAY_KEY))
             time.sleep(PUBLISH_INTERVAL_S * 1.5)  # each worker has published its figures
@@ -73,4 +73,4 @@ def test_metrics_of_two_workers_add_up_to_every_request(tmp_path: Path) -> None:
         assert tokens == 2 * PER_WORKER
         attempts = {"deployment": ROUTE, "outcome": "success", "error_type": ""}
         assert scrape.value("ai_gateway_upstream_attempts_total", **attempts) == 2 * PER_WORKER
-    assert metrics_directories() - before == set()
+    assert metrics_directories(temporary) == set()
