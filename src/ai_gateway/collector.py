@@ -16,8 +16,8 @@ generations keep the interpreter's thresholds, which count young collections (th
 is collected every 10 of them, the whole heap every 10 of those once it has also grown by a
 quarter): a reference cycle that outlives a young collection (an exception's traceback, a
 cancelled task) is freed after up to about a million allocations instead of 70,000, a few
-hundred requests' worth. Only a server process does this: the tests and the command-line tools
-keep the defaults.
+hundred requests' worth. Only a server process and its helper processes (the ledger writer, the
+span exporter) do this: the tests and the command-line tools keep the defaults.
 """
 
 import gc

@@ -22,7 +22,6 @@ is lost, as an unreachable endpoint loses it.
 """
 
 import contextlib
-import gc
 import subprocess
 import sys
 import threading
@@ -36,13 +35,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from ai_gateway.collector import tune_collector
 from ai_gateway.helper_process import command, greeted, hello
 
 MODULE = "ai_gateway.observability.span_export"
 """This module, as its helper process runs it (`python -m`: its `__name__` is then `__main__`)."""
-
-GC_THRESHOLD = 10_000
-"""The child's allocations between two collections of the youngest generation."""
 
 SHUTDOWN_TIMEOUT_S = 10.0
 """How long a shutdown waits for the child to export its last spans before killing it."""
@@ -257,11 +254,9 @@ def serve(first: dict[str, Any], batches: IO[bytes]) -> None:
     resource = HashedOnceResource(Resource.create({SERVICE_NAME: first["service_name"]}))
     scopes: Scopes = {}
     exporter = OTLPSpanExporter(endpoint=first["endpoint"])
-    # A batch makes tens of thousands of short-lived objects (the protobuf messages), which
-    # are not cycles: at the default threshold (700 allocations) the collector ran many times per
-    # batch, a sixth of the child's CPU. What start-up made is set aside for good.
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD)
+    # A batch makes tens of thousands of short-lived objects (the protobuf messages): at the
+    # default threshold the collector ran many times per batch, a sixth of the child's CPU.
+    tune_collector()
     try:
         for line in batches:
             spans = [span_of(fields, resource, scopes) for fields in orjson.loads(line)]

@@ -37,6 +37,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ai_gateway.collector import tune_collector
 from ai_gateway.db.engine import create_engine, failure_reason, is_sqlite
 from ai_gateway.helper_process import command, greeted, hello
 from ai_gateway.usage.entry import (
@@ -314,6 +315,7 @@ def serve(first: dict[str, Any], requests: BinaryIO, answers: BinaryIO) -> None:
     `answers`, until the input ends (the gateway closed it, or died)."""
     loop = asyncio.new_event_loop()
     store = Store(create_engine(first["url"]))
+    tune_collector()  # as the serving process's: a range's rows are many short-lived objects
     try:
         for line in requests:
             method, *args = orjson.loads(line)
