@@ -171,10 +171,18 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+def children_of(pid: int) -> list[int]:
+    """A process's children, whichever of its threads started them."""
+    return [
+        int(child)
+        for path in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in path.read_text().split()
+    ]
+
+
 def kill_noting_children(process: subprocess.Popen[bytes], children: list[int]) -> None:
     """SIGKILL the gateway, noting its child processes (its ledger writer) first."""
-    path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-    children.extend(int(pid) for pid in path.read_text().split())
+    children.extend(children_of(process.pid))
     process.kill()
 
 

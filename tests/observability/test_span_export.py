@@ -29,6 +29,14 @@ from tests.e2e.test_ledger_crash import ends
 from tests.observability.otlp_receiver import otlp_receiver
 
 RESOURCE = Resource.create({SERVICE_NAME: "gateway-under-test"})
+CALLER = SpanContext(
+    0x0AF7651916CD43DD8448EB211C80319C,
+    0xB7AD6B7169203331,
+    is_remote=True,
+    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    trace_state=TraceState([("vendor", "value")]),
+)
+"""A caller's span, in whose trace (with its trace state) the gateway's request span starts."""
 
 
 class Kept(SpanExporter):
@@ -47,16 +55,9 @@ def two_spans() -> list[ReadableSpan]:
     provider = TracerProvider(resource=RESOURCE)
     provider.add_span_processor(SimpleSpanProcessor(kept))
     tracer = provider.get_tracer("ai_gateway", "1.2.3", schema_url="https://example.test/1")
-    caller = SpanContext(
-        0x0AF7651916CD43DD8448EB211C80319C,
-        0xB7AD6B7169203331,
-        is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-        trace_state=TraceState([("vendor", "value")]),
-    )
     server = tracer.start_span(
         "chat cerebras/gpt-oss-120b",
-        context=in_context(NonRecordingSpan(caller)),
+        context=in_context(NonRecordingSpan(CALLER)),
         kind=SpanKind.SERVER,
         attributes={"http.response.status_code": 502, "ai_gateway.stream": True},
     )

@@ -2,7 +2,6 @@
 decision, ids, flags, trace state, parent, resource and scope), field for field."""
 
 import pytest
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
@@ -14,25 +13,15 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
-    TraceState,
 )
 from opentelemetry.trace import set_span_in_context as in_context
 from opentelemetry.util.types import AttributeValue
 
 from ai_gateway.observability.span_export import span_fields
 from ai_gateway.observability.span_maker import OpenSpan, SpanMaker
-from tests.observability.test_span_export import Kept
+from tests.observability.test_span_export import CALLER, RESOURCE, Kept
 
-RESOURCE = Resource.create({SERVICE_NAME: "gateway-under-test"})
 SCOPE = InstrumentationScope("ai_gateway", "1.2.3")
-CALLER = SpanContext(
-    0x0AF7651916CD43DD8448EB211C80319C,
-    0xB7AD6B7169203331,
-    is_remote=True,
-    trace_flags=TraceFlags(TraceFlags.SAMPLED),
-    trace_state=TraceState([("vendor", "value")]),
-)
 
 
 class Counting(IdGenerator):

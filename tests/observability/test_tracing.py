@@ -5,10 +5,9 @@ error types on failures, and no prompt or completion text unless asked for."""
 
 import asyncio
 import os
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, closing, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,12 @@ from ai_gateway.errors import ProviderError
 from ai_gateway.observability.tracing import is_server_error
 from tests.conftest import ONE_ATTEMPT
 from tests.e2e.test_cli_process import base_env, run_gateway
+from tests.e2e.test_ledger_crash import children_of
 from tests.fake_upstream import FakeUpstream, json_reply
 from tests.fakes import GATEWAY_KEY, MODEL, UPSTREAM_KEY, FakeProvider, completion_payload
 from tests.observability.otlp_receiver import ReceivedSpan, Receiver, otlp_receiver
 from tests.observability.test_metrics import Gateway, SlowProvider, alias, gateway
+from tests.usage.ledger_rows import ledger_rows
 
 PROMPT = "the secret plans for the moon base"
 ANSWER = "a completion nobody should see in a trace"
@@ -164,31 +165,12 @@ def holders_of_listening_socket(port: int) -> set[int]:
     return holders
 
 
-def ledger_rows(directory: Path) -> int:
-    """How many entries the gateway's SQLite ledger (in its working directory) holds."""
-    try:
-        with closing(sqlite3.connect(directory / "ai-gateway.db")) as db:
-            (count,) = db.execute("SELECT count(*) FROM usage_ledger").fetchone()
-    except sqlite3.OperationalError:  # not created yet
-        return 0
-    return int(count)
-
-
 def read_or_nothing(path: Path) -> bytes:
     """A /proc file's bytes; none for a process that has just ended."""
     try:
         return path.read_bytes()
     except OSError:
         return b""
-
-
-def children_of(pid: int) -> list[str]:
-    """A process's children, whichever of its threads started them."""
-    return [
-        child
-        for path in Path(f"/proc/{pid}/task").glob("*/children")
-        for child in path.read_text().split()
-    ]
 
 
 def test_the_helper_processes_hold_none_of_the_gateway_s_descriptors(
@@ -205,9 +187,10 @@ def test_the_helper_processes_hold_none_of_the_gateway_s_descriptors(
             if f"--port\0{port}\0".encode() in read_or_nothing(cmdline)
         ]
         deadline = time.monotonic() + 10
-        while not ledger_rows(tmp_path) and time.monotonic() < deadline:
+        database = f"sqlite:///{tmp_path / 'ai-gateway.db'}"
+        while not asyncio.run(ledger_rows(database)) and time.monotonic() < deadline:
             time.sleep(0.05)  # the writer has started, and read its first line, once it wrote
-        assert ledger_rows(tmp_path) == 1
+        assert len(asyncio.run(ledger_rows(database))) == 1
         assert len(children_of(gateway)) == 2  # the span exporter and the ledger writer
         assert holders_of_listening_socket(port) == {gateway}
 
