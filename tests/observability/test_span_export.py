@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -23,8 +25,10 @@ from opentelemetry.trace import (
     TraceState,
 )
 from opentelemetry.trace import set_span_in_context as in_context
+from opentelemetry.util.types import AttributeValue
 
-from ai_gateway.observability.span_export import ProcessSpanExporter, span_fields, span_of
+from ai_gateway.observability.span_encoder import ATTRIBUTES_KEPT, SpanEncoder
+from ai_gateway.observability.span_export import ProcessSpanExporter, span_fields
 from tests.e2e.test_ledger_crash import ends
 from tests.observability.otlp_receiver import otlp_receiver
 
@@ -83,20 +87,62 @@ def wait_until_ended(pid: int) -> None:
         time.sleep(0.01)
 
 
-def test_a_span_crosses_the_pipe_with_all_the_encoder_reads() -> None:
-    spans = two_spans()
+def encoded(spans: list[ReadableSpan], encoder: SpanEncoder | None = None) -> bytes:
+    """What the child posts for `spans`, from the fields that cross the pipe (a JSON line)."""
+    batch = orjson.loads(orjson.dumps([span_fields(span) for span in spans], default=str))
+    return bytes((encoder or SpanEncoder(RESOURCE)).request(batch).SerializeToString())
 
-    rebuilt = [span_of(span_fields(span), RESOURCE, {}) for span in spans]
 
-    assert encode_spans(rebuilt).SerializeToString() == encode_spans(spans).SerializeToString()
-    client, server = rebuilt  # ended in that order
-    assert server.parent is not None
-    assert server.parent.is_remote  # the caller's span
-    assert server.context is not None
-    assert server.context.trace_state == TraceState([("vendor", "value")])
-    assert client.parent is not None
-    assert client.parent.span_id == server.context.span_id
-    assert client.events[0].attributes == {"attempt": 2}
+def test_the_child_encodes_what_crosses_the_pipe_as_the_sdk_encodes_the_spans() -> None:
+    spans = two_spans()  # (a remote parent with its trace state, an event, an error, a list)
+    encoder = SpanEncoder(RESOURCE)
+
+    first = encoded(spans, encoder)
+
+    assert first == encode_spans(spans).SerializeToString()
+    assert encoded(spans, encoder) == first  # its attributes, now reused, encode the same
+    request = ExportTraceServiceRequest.FromString(first)
+    (client, server) = request.resource_spans[0].scope_spans[0].spans  # ended in that order
+    assert client.parent_span_id == server.span_id
+    assert server.trace_state == "vendor=value"
+
+
+def test_values_of_every_kind_and_spans_without_a_scope_encode_as_the_sdk_encodes_them() -> None:
+    kept = Kept()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    values: dict[str, AttributeValue] = {
+        "s": "text",
+        "i": -7,
+        "f": 1.5,
+        "b": False,
+        "one": 1,
+        "true": True,
+        "ints": (1, 2),
+    }
+    for tracer in (
+        provider.get_tracer("a"),
+        provider.get_tracer("b", "2"),
+        provider.get_tracer(""),
+    ):
+        tracer.start_span("chat", attributes=values).end()
+    span = provider.get_tracer("a").start_span("bare")
+    span.end()
+    provider.shutdown()
+    scopeless = ReadableSpan("scopeless", kept.spans[0].context, resource=RESOURCE)
+
+    spans = [*kept.spans, scopeless]
+    assert encoded(spans) == encode_spans(spans).SerializeToString()
+
+
+def test_the_encoder_keeps_a_bounded_number_of_attributes() -> None:
+    encoder = SpanEncoder(RESOURCE)
+    context = two_spans()[0].context
+    for number in range(ATTRIBUTES_KEPT + 10):  # a value unique to each request, and one not
+        attributes = {"ai_gateway.request_id": f"req_{number}", "gen_ai.operation.name": "chat"}
+        spans = [ReadableSpan("chat", context, resource=RESOURCE, attributes=attributes)]
+        assert encoded(spans, encoder) == encode_spans(spans).SerializeToString()
+    assert len(encoder._attributes) <= ATTRIBUTES_KEPT
 
 
 def test_what_a_span_had_to_drop_is_carried_across() -> None:
@@ -110,14 +156,15 @@ def test_what_a_span_had_to_drop_is_carried_across() -> None:
     span.add_event("one")
     span.add_event("two")
     span.end()
-    (original,) = kept.spans
 
-    rebuilt = span_of(span_fields(original), RESOURCE, {})
-
-    assert (rebuilt.dropped_attributes, rebuilt.dropped_events) == (1, 1)
-    assert (
-        encode_spans([rebuilt]).SerializeToString() == encode_spans(kept.spans).SerializeToString()
+    assert encoded(kept.spans) == encode_spans(kept.spans).SerializeToString()
+    (span_message,) = (
+        ExportTraceServiceRequest.FromString(encoded(kept.spans))
+        .resource_spans[0]
+        .scope_spans[0]
+        .spans
     )
+    assert (span_message.dropped_attributes_count, span_message.dropped_events_count) == (1, 1)
 
 
 def test_the_child_exports_to_the_endpoint_is_replaced_when_it_dies_and_ends_at_shutdown() -> None:
