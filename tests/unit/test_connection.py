@@ -1,4 +1,5 @@
-"""HeaderLimitedProtocol fed directly: what a plain loopback socket cannot force."""
+"""HeaderLimitedProtocol fed directly: what a plain loopback socket cannot force, and each
+write it makes."""
 
 import asyncio
 import time
@@ -9,7 +10,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from ai_gateway.api.connection import ARRIVED, HeaderLimitedProtocol
+from ai_gateway.api.connection import ARRIVED, HOLD_HEAD, HeaderLimitedProtocol
 
 MAX_HEADER_BYTES = 1024
 ENVELOPE = {
@@ -28,6 +29,7 @@ class RecordingTransport(asyncio.Transport):
     def __init__(self, *, can_write_eof: bool) -> None:
         super().__init__()
         self.written = b""
+        self.writes: list[bytes] = []
         self.is_eof_written = False
         self.is_closed = False
         self._can_write_eof = can_write_eof
@@ -39,6 +41,7 @@ class RecordingTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += bytes(data)
+        self.writes.append(bytes(data))
 
     def can_write_eof(self) -> bool:
         return self._can_write_eof
@@ -172,4 +175,84 @@ async def test_a_request_is_timed_from_the_first_read_of_its_header_block() -> N
     assert completed < second
     assert third is None
     assert transport.written.count(b"HTTP/1.1 200 OK") == 3
+    protocol.connection_lost(None)
+
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+
+
+def heads_held(*, raises: bool = False, streams: bool = False) -> Any:
+    """An app that holds its head as the gateway's dispatch does (streaming, or failing after
+    the head, when asked)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope[HOLD_HEAD]()
+        if streams:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            await send({"type": "http.response.body", "body": b"b", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if raises:
+            raise RuntimeError("after the head")
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+@pytest.mark.anyio
+async def test_a_held_head_leaves_with_the_body_in_one_write() -> None:
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, app=heads_held())
+    protocol.server_state.default_headers = []
+
+    protocol.data_received(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")  # (pipelined)
+    await asyncio.sleep(0.01)
+
+    assert transport.writes == [HEAD + b"{}", HEAD + b"{}"]
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_a_held_head_leaves_with_a_stream_s_first_part_and_the_rest_as_it_comes() -> None:
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, app=heads_held(streams=True))
+    protocol.server_state.default_headers = []
+
+    protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)
+
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    assert transport.writes == [head + b"1\r\na\r\n", b"1\r\nb\r\n", b"0\r\n\r\n"]
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_a_head_response_s_held_head_leaves_at_its_end() -> None:
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, app=heads_held())
+    protocol.server_state.default_headers = []
+
+    protocol.data_received(b"HEAD / HTTP/1.1\r\n\r\n")  # (no body is written for a HEAD)
+    await asyncio.sleep(0.01)
+    protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)
+
+    assert transport.writes == [HEAD, HEAD + b"{}"]
+    protocol.connection_lost(None)
+
+
+@pytest.mark.anyio
+async def test_a_held_head_is_written_before_the_connection_closes() -> None:
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, app=heads_held(raises=True))
+    protocol.server_state.default_headers = []
+
+    protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)
+
+    assert transport.writes == [HEAD]
+    assert transport.is_closed
     protocol.connection_lost(None)

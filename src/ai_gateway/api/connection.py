@@ -1,4 +1,5 @@
-"""The HTTP/1.1 connection: uvicorn's httptools protocol with a size and a time limit on headers."""
+"""The HTTP/1.1 connection: uvicorn's httptools protocol with a size and a time limit on headers,
+and a response's head written with its first body bytes."""
 
 import asyncio
 import time
@@ -21,6 +22,58 @@ HEADER_TOO_LARGE = 431
 ARRIVED = "ai_gateway.arrived"
 """The scope key holding when the request's first byte was read (`time.perf_counter()`): the
 start of the times the response reports (Server-Timing, the log line, the ledger)."""
+HOLD_HEAD = "ai_gateway.hold_head"
+"""The scope key holding a callable that makes the connection keep the response's head (its next
+write) until the first body bytes, to write both at once."""
+
+
+class HeadHoldingTransport:
+    """The connection's transport, able to hold a response's head for its first body bytes.
+
+    uvicorn writes a response's head and each part of its body separately: two writes (two
+    system calls, two packets, the caller woken twice) for a JSON answer or a stream's first
+    event, which the gateway always sends at once after the head. Once `hold_head` is called,
+    the next write is kept and goes out with the following one; the end of the response, or of
+    the connection, sends whatever is still held (a HEAD response has no body to carry it).
+    """
+
+    __slots__ = ("_held", "_holding", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self._holding = False
+        self._held: bytes | None = None
+
+    def hold_head(self) -> None:
+        """Keep the next write (the head) for the one after it."""
+        self._holding = True
+
+    def write(self, data: bytes) -> None:
+        """Write `data`, after what is held; or hold it, if it is the head."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            self.transport.write(held + data)
+        elif self._holding:
+            self._holding = False
+            self._held = bytes(data)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        """Write what is held, and hold nothing more."""
+        self._holding = False
+        held, self._held = self._held, None
+        if held is not None and not self.transport.is_closing():
+            self.transport.write(held)
+
+    def close(self) -> None:
+        """Close, once what is held is written."""
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class HeaderLimitedProtocol(HttpToolsProtocol):
@@ -51,14 +104,21 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
 
     # Narrowed from BaseTransport exactly as uvicorn's own protocol does.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start the clock for the first header block."""
+        """Start the clock for the first header block; writes go through a head holder."""
         super().connection_made(transport)
+        self._holder = HeadHoldingTransport(transport)
+        self.transport = cast(asyncio.Transport, self._holder)
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop the clock."""
         self._cancel_header_timer()
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        """Whatever is held leaves with the end of the response (a HEAD response's head)."""
+        self._holder.flush()
+        super().on_response_complete()
 
     def data_received(self, data: bytes) -> None:
         """Count header bytes, then parse; a block that outgrows the limit is never parsed."""
@@ -84,8 +144,10 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
         self._reading_headers = False
         self._header_bytes = 0
         self._cancel_header_timer()
+        scope = cast(dict[str, Any], self.scope)
         if not self._is_answering():
-            cast(dict[str, Any], self.scope)[ARRIVED] = self._arrived or time.perf_counter()
+            scope[ARRIVED] = self._arrived or time.perf_counter()
+        scope[HOLD_HEAD] = self._holder.hold_head
         self._arrived = None
         super().on_headers_complete()
 

@@ -26,7 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ai_gateway.api.auth import authenticate, bearer_token
 from ai_gateway.api.body import check_content_type, read_body
-from ai_gateway.api.connection import ARRIVED
+from ai_gateway.api.connection import ARRIVED, HOLD_HEAD
 from ai_gateway.api.record import RequestRecord
 from ai_gateway.api.renderer import error_response, internal_error
 from ai_gateway.api.routes import Access, Call, Routes
@@ -139,7 +139,9 @@ class Gateway:
         started = scope.get(ARRIVED) or time.perf_counter()
         record = RequestRecord(request_id_of(scope), scope["method"], scope["path"], started)
         structlog.contextvars.bind_contextvars(request_id=record.request_id)
-        framed = self._framing(record, send, is_head=scope["method"] == "HEAD")
+        framed = self._framing(
+            record, send, is_head=scope["method"] == "HEAD", hold_head=scope.get(HOLD_HEAD)
+        )
         for observer in self.observers:
             observer.started(record, scope["headers"])
         try:
@@ -207,10 +209,18 @@ class Gateway:
         watch.append(watch_disconnect(request.receive, record))
         return await endpoint.handle(Call(request, record, provider, body))
 
-    def _framing(self, record: RequestRecord, send: Send, *, is_head: bool) -> Send:
+    def _framing(
+        self,
+        record: RequestRecord,
+        send: Send,
+        *,
+        is_head: bool,
+        hold_head: Callable[[], None] | None,
+    ) -> Send:
         """`send` adding the request id and Server-Timing to the head, noting the status, the
         first byte and the end of the response (the ledger entry is written before the last
-        byte leaves); a HEAD request's body is left out."""
+        byte leaves); a HEAD request's body is left out. Every response's body follows its head
+        at once, so the head is held for it (`hold_head`, from the connection: one write)."""
         request_id = (REQUEST_ID, record.request_id.encode())
         settle = self.ledger.settle
 
@@ -222,6 +232,8 @@ class Gateway:
                 if record.ticket is not None:
                     headers += record.ticket.headers
                 message["headers"] = headers
+                if hold_head is not None:
+                    hold_head()
             elif message["type"] == "http.response.body":
                 if record.first_byte_ms is None:
                     record.first_byte_ms = record.elapsed_ms()
