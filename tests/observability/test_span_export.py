@@ -27,8 +27,8 @@ from opentelemetry.trace import (
 from opentelemetry.trace import set_span_in_context as in_context
 from opentelemetry.util.types import AttributeValue
 
-from ai_gateway.observability.span_encoder import ATTRIBUTES_KEPT, SpanEncoder
-from ai_gateway.observability.span_export import ProcessSpanExporter, span_fields
+from ai_gateway.observability.span_encoder import ATTRIBUTES_KEPT, KEPT_TEXT_CHARS, SpanEncoder
+from ai_gateway.observability.span_export import ProcessSpanExporter, batch_line, span_fields
 from tests.e2e.test_ledger_crash import ends
 from tests.observability.otlp_receiver import otlp_receiver
 
@@ -89,7 +89,7 @@ def wait_until_ended(pid: int) -> None:
 
 def encoded(spans: list[ReadableSpan], encoder: SpanEncoder | None = None) -> bytes:
     """What the child posts for `spans`, from the fields that cross the pipe (a JSON line)."""
-    batch = orjson.loads(orjson.dumps([span_fields(span) for span in spans], default=str))
+    batch = orjson.loads(batch_line(spans))
     return bytes((encoder or SpanEncoder(RESOURCE)).request(batch).SerializeToString())
 
 
@@ -142,7 +142,32 @@ def test_the_encoder_keeps_a_bounded_number_of_attributes() -> None:
         attributes = {"ai_gateway.request_id": f"req_{number}", "gen_ai.operation.name": "chat"}
         spans = [ReadableSpan("chat", context, resource=RESOURCE, attributes=attributes)]
         assert encoded(spans, encoder) == encode_spans(spans).SerializeToString()
-    assert len(encoder._attributes) <= ATTRIBUTES_KEPT
+    assert encoder.attributes_kept <= ATTRIBUTES_KEPT
+
+
+def test_what_is_kept_for_reuse_and_what_cannot_be_encoded_encode_as_the_sdk_encodes_them() -> None:
+    encoder = SpanEncoder(RESOURCE)
+    context = two_spans()[0].context
+    for attributes in (
+        {"cost": 0.0, "text": "a" * (KEPT_TEXT_CHARS + 1)},
+        {"cost": -0.0, "text": "a" * (KEPT_TEXT_CHARS + 1), "too_big": 2**64},  # (logged)
+    ):
+        spans = [ReadableSpan("chat", context, resource=RESOURCE, attributes=attributes)]
+        fields = [span_fields(span) for span in spans]  # (not through the pipe: see below)
+        assert (
+            encoder.request(fields).SerializeToString() == encode_spans(spans).SerializeToString()
+        )
+    assert encoder.attributes_kept == 1  # the integer (as nothing): neither float nor long text
+
+
+def test_an_integer_past_64_bits_crosses_the_pipe_as_a_float() -> None:
+    context = two_spans()[0].context
+    spans = [ReadableSpan("chat", context, resource=RESOURCE, attributes={"tokens": 2**64})]
+
+    request = ExportTraceServiceRequest.FromString(encoded(spans))
+
+    (span,) = request.resource_spans[0].scope_spans[0].spans
+    assert span.attributes[0].value.double_value == float(2**64)
 
 
 def test_what_a_span_had_to_drop_is_carried_across() -> None:

@@ -6,15 +6,20 @@ two protobuf messages made in Python per attribute, for every span), and rebuild
 `ReadableSpan`s from the pipe's fields 19 µs more. Most attributes repeat from one request to the
 next (the operation, provider, model, route, deployment, status), so each distinct attribute is
 encoded once, as a span holding only it, and a span's bytes are its own fields' bytes followed by
-its attributes' (protobuf merges concatenated messages: repeated fields append). That makes 24 µs
-per traced request, the same bytes as the SDK's encoder (tests/observability/test_span_export.py
-compares them). The attributes kept are bounded (ATTRIBUTES_KEPT; the store starts afresh when
-full: values unique to a request, such as its id, pass through it).
+its attributes' (protobuf merges concatenated messages: repeated fields append). That makes about
+29 µs per traced request (parsing the pipe's line included), the same bytes as the SDK's encoder
+(tests/observability/test_span_export.py compares them). As the SDK's encoder does, an attribute
+that cannot be encoded is logged and left out, not the batch.
+
+Kept for reuse: booleans, integers and strings of at most KEPT_TEXT_CHARS characters (a float,
+such as a cost, is rarely the same twice, and `-0.0 == 0.0`), at most ATTRIBUTES_KEPT of them (the
+store starts afresh when full: values unique to a request, such as its id, pass through it).
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import structlog
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
@@ -33,8 +38,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import (
 )
 from opentelemetry.sdk.resources import Resource
 
+log = structlog.get_logger(__name__)
+
 ATTRIBUTES_KEPT = 4096
 """How many distinct encoded attributes are kept for reuse."""
+KEPT_TEXT_CHARS = 256
+"""The longest string value kept for reuse (captured messages are not)."""
 
 HAS_IS_REMOTE = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 IS_REMOTE = SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
@@ -60,15 +69,35 @@ def any_value(value: object) -> AnyValue:
     raise TypeError(f"an attribute value of type {type(value).__name__} cannot be encoded")
 
 
+def key_value(key: str, value: object) -> KeyValue | None:
+    """One attribute as a protobuf key-value; None, logged, if it cannot be encoded (an integer
+    past 64 bits, say), as the SDK's encoder leaves it out."""
+    try:
+        return KeyValue(key=key, value=any_value(value))
+    except (TypeError, ValueError) as error:
+        log.warning("span_attribute_not_encoded", key=key, reason=str(error))
+        return None
+
+
 def key_values(attributes: Mapping[str, object]) -> list[KeyValue]:
-    """Attributes as protobuf key-values."""
-    return [KeyValue(key=key, value=any_value(value)) for key, value in attributes.items()]
+    """Attributes as protobuf key-values (those that can be encoded)."""
+    encoded = (key_value(key, value) for key, value in attributes.items())
+    return [pair for pair in encoded if pair is not None]
 
 
 def attribute_bytes(key: str, value: object) -> bytes:
-    """One attribute, as the bytes of a span holding only it."""
-    span = Span(attributes=[KeyValue(key=key, value=any_value(value))])
-    return span.SerializeToString()  # type: ignore[no-any-return]  # untyped upstream
+    """One attribute, as the bytes of a span holding only it (none if it cannot be encoded)."""
+    pair = key_value(key, value)
+    if pair is None:
+        return b""
+    return Span(attributes=[pair]).SerializeToString()  # type: ignore[no-any-return]
+
+
+def is_kept(value: object) -> bool:
+    """Whether an attribute with this value is kept for reuse."""
+    return isinstance(value, bool | int) or (
+        isinstance(value, str) and len(value) <= KEPT_TEXT_CHARS
+    )
 
 
 class SpanEncoder:
@@ -80,7 +109,12 @@ class SpanEncoder:
         self._resource_schema_url = resource.schema_url
         self._attributes: dict[tuple[str, type, Any], bytes] = {}
 
-    def request(self, batch: Iterable[list[Any]]) -> ExportTraceServiceRequest:
+    @property
+    def attributes_kept(self) -> int:
+        """How many encoded attributes are kept for reuse."""
+        return len(self._attributes)
+
+    def request(self, batch: Sequence[list[Any]]) -> ExportTraceServiceRequest:
         """The export request for `batch`, its spans grouped by instrumentation scope."""
         scopes: dict[tuple[str, str | None, str | None], ScopeSpans] = {}
         for fields in batch:
@@ -135,10 +169,10 @@ class SpanEncoder:
         known = self._attributes
         encoded = [span.SerializeToString()]
         for key, value in attributes.items():
-            if isinstance(value, list | dict):  # (a value JSON made a list cannot be a key)
+            if not is_kept(value):
                 encoded.append(attribute_bytes(key, value))
                 continue
-            cell = (key, type(value), value)  # (True, 1 and 1.0 are equal keys)
+            cell = (key, type(value), value)  # (True and 1 are equal keys)
             attribute = known.get(cell)
             if attribute is None:
                 if len(known) >= ATTRIBUTES_KEPT:

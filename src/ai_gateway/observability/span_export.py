@@ -23,6 +23,7 @@ is lost, as an unreachable endpoint loses it.
 """
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 import orjson
+import structlog
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -37,6 +39,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from ai_gateway.collector import tune_collector
 from ai_gateway.helper_process import command, greeted, hello
 from ai_gateway.observability.span_encoder import SpanEncoder
+
+log = structlog.get_logger(__name__)
 
 MODULE = "ai_gateway.observability.span_export"
 """This module, as its helper process runs it (`python -m`: its `__name__` is then `__main__`)."""
@@ -78,6 +82,17 @@ def input_of(child: "subprocess.Popen[bytes]") -> IO[bytes]:
     return child.stdin
 
 
+def batch_line(spans: Sequence[ReadableSpan]) -> bytes:
+    """A batch as the child reads it: one line of JSON. An attribute value JSON cannot hold
+    (bytes) goes as its text; an integer past 64 bits (an upstream's token count, say), which
+    orjson refuses, is written by the standard library's encoder, and read as a float."""
+    fields = [span_fields(span) for span in spans]
+    try:
+        return orjson.dumps(fields, default=str) + b"\n"
+    except TypeError:
+        return json.dumps(fields, default=str).encode() + b"\n"
+
+
 class ProcessSpanExporter(SpanExporter):
     """Exports batches through a child process (see the module docstring). Called from the
     batch processor's one thread; the lock keeps a shutdown from overlapping an export."""
@@ -102,8 +117,7 @@ class ProcessSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Hand the batch to the child (its export's outcome is the child's to log)."""
-        # An attribute value JSON cannot hold (bytes) goes as its text.
-        line = orjson.dumps([span_fields(span) for span in spans], default=str) + b"\n"
+        line = batch_line(spans)
         with self._lock:
             if self._is_shut_down:
                 return SpanExportResult.FAILURE
@@ -172,19 +186,25 @@ def serve(first: dict[str, Any], batches: IO[bytes]) -> None:
     from opentelemetry.exporter.otlp.proto.http import trace_exporter
     from opentelemetry.sdk.resources import SERVICE_NAME
 
-    if not callable(getattr(trace_exporter, "encode_spans", None)):
+    exporter_class = trace_exporter.OTLPSpanExporter
+    if "encode_spans" not in exporter_class.export.__code__.co_names:
         raise RuntimeError("this OTLP exporter does not encode through encode_spans")
     encoder = SpanEncoder(Resource.create({SERVICE_NAME: first["service_name"]}))
     # The exporter's encoding step, in this process only: it is handed each batch's fields and
     # posts what the encoder made of them, with its own headers, compression and timeout.
     setattr(trace_exporter, "encode_spans", encoder.request)  # noqa: B010 (a module's name)
-    exporter = trace_exporter.OTLPSpanExporter(endpoint=first["endpoint"])
+    exporter = exporter_class(endpoint=first["endpoint"])
     # A batch makes thousands of short-lived objects (the protobuf messages): at the default
     # threshold the collector ran many times per batch.
     tune_collector()
     try:
         for line in batches:
-            exporter.export(orjson.loads(line))
+            try:
+                batch = orjson.loads(line)
+            except orjson.JSONDecodeError as error:  # (a NaN next to such an integer)
+                log.warning("span_batch_not_read", reason=str(error))
+                continue
+            exporter.export(batch)
     finally:
         exporter.shutdown()  # type: ignore[no-untyped-call]  # untyped upstream
 
