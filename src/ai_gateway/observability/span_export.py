@@ -38,7 +38,6 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ai_gateway.collector import tune_collector
 from ai_gateway.helper_process import command, greeted, hello
-from ai_gateway.observability.span_encoder import SpanEncoder
 
 log = structlog.get_logger(__name__)
 
@@ -183,8 +182,12 @@ class ProcessSpanExporter(SpanExporter):
 def serve(first: dict[str, Any], batches: IO[bytes]) -> None:
     """The child's loop: one batch per line of `batches`, exported with the SDK's OTLP/HTTP
     exporter, until the input ends."""
+    # Here, not at the top: the serving process loads neither the protobuf messages nor the
+    # exporter.
     from opentelemetry.exporter.otlp.proto.http import trace_exporter
     from opentelemetry.sdk.resources import SERVICE_NAME
+
+    from ai_gateway.observability.span_encoder import SpanEncoder
 
     exporter_class = trace_exporter.OTLPSpanExporter
     if "encode_spans" not in exporter_class.export.__code__.co_names:
