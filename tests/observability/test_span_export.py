@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -93,6 +94,18 @@ def encoded(spans: list[ReadableSpan], encoder: SpanEncoder | None = None) -> by
     return bytes((encoder or SpanEncoder(RESOURCE)).request(batch).SerializeToString())
 
 
+def chat_span(attributes: dict[str, AttributeValue]) -> ReadableSpan:
+    """A finished span with `attributes`, in a caller's trace."""
+    return ReadableSpan("chat", two_spans()[0].context, resource=RESOURCE, attributes=attributes)
+
+
+def spans_in(request: bytes) -> list[Any]:
+    """The spans of an export request of one resource and one scope."""
+    return list(
+        ExportTraceServiceRequest.FromString(request).resource_spans[0].scope_spans[0].spans
+    )
+
+
 def test_the_child_encodes_what_crosses_the_pipe_as_the_sdk_encodes_the_spans() -> None:
     spans = two_spans()  # (a remote parent with its trace state, an event, an error, a list)
     encoder = SpanEncoder(RESOURCE)
@@ -101,8 +114,7 @@ def test_the_child_encodes_what_crosses_the_pipe_as_the_sdk_encodes_the_spans() 
 
     assert first == encode_spans(spans).SerializeToString()
     assert encoded(spans, encoder) == first  # its attributes, now reused, encode the same
-    request = ExportTraceServiceRequest.FromString(first)
-    (client, server) = request.resource_spans[0].scope_spans[0].spans  # ended in that order
+    (client, server) = spans_in(first)  # ended in that order
     assert client.parent_span_id == server.span_id
     assert server.trace_state == "vendor=value"
 
@@ -137,22 +149,20 @@ def test_values_of_every_kind_and_spans_without_a_scope_encode_as_the_sdk_encode
 
 def test_the_encoder_keeps_a_bounded_number_of_attributes() -> None:
     encoder = SpanEncoder(RESOURCE)
-    context = two_spans()[0].context
     for number in range(ATTRIBUTES_KEPT + 10):  # a value unique to each request, and one not
         attributes = {"ai_gateway.request_id": f"req_{number}", "gen_ai.operation.name": "chat"}
-        spans = [ReadableSpan("chat", context, resource=RESOURCE, attributes=attributes)]
+        spans = [chat_span(attributes)]
         assert encoded(spans, encoder) == encode_spans(spans).SerializeToString()
     assert encoder.attributes_kept <= ATTRIBUTES_KEPT
 
 
 def test_what_is_kept_for_reuse_and_what_cannot_be_encoded_encode_as_the_sdk_encodes_them() -> None:
     encoder = SpanEncoder(RESOURCE)
-    context = two_spans()[0].context
     for attributes in (
         {"cost": 0.0, "text": "a" * (KEPT_TEXT_CHARS + 1)},
         {"cost": -0.0, "text": "a" * (KEPT_TEXT_CHARS + 1), "too_big": 2**64},  # (logged)
     ):
-        spans = [ReadableSpan("chat", context, resource=RESOURCE, attributes=attributes)]
+        spans = [chat_span(attributes)]
         fields = [span_fields(span) for span in spans]  # (not through the pipe: see below)
         assert (
             encoder.request(fields).SerializeToString() == encode_spans(spans).SerializeToString()
@@ -161,12 +171,8 @@ def test_what_is_kept_for_reuse_and_what_cannot_be_encoded_encode_as_the_sdk_enc
 
 
 def test_an_integer_past_64_bits_crosses_the_pipe_as_a_float() -> None:
-    context = two_spans()[0].context
-    spans = [ReadableSpan("chat", context, resource=RESOURCE, attributes={"tokens": 2**64})]
+    (span,) = spans_in(encoded([chat_span({"tokens": 2**64})]))
 
-    request = ExportTraceServiceRequest.FromString(encoded(spans))
-
-    (span,) = request.resource_spans[0].scope_spans[0].spans
     assert span.attributes[0].value.double_value == float(2**64)
 
 
@@ -183,12 +189,7 @@ def test_what_a_span_had_to_drop_is_carried_across() -> None:
     span.end()
 
     assert encoded(kept.spans) == encode_spans(kept.spans).SerializeToString()
-    (span_message,) = (
-        ExportTraceServiceRequest.FromString(encoded(kept.spans))
-        .resource_spans[0]
-        .scope_spans[0]
-        .spans
-    )
+    (span_message,) = spans_in(encoded(kept.spans))
     assert (span_message.dropped_attributes_count, span_message.dropped_events_count) == (1, 1)
 
 

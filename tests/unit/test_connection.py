@@ -202,11 +202,17 @@ def heads_held(*, raises: bool = False, streams: bool = False) -> Any:
     return app
 
 
+def holding(app: Any) -> tuple[RecordingTransport, HeaderLimitedProtocol]:
+    """A connection serving `app`, its responses without uvicorn's default headers."""
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, app=app)
+    protocol.server_state.default_headers = []
+    return transport, protocol
+
+
 @pytest.mark.anyio
 async def test_a_held_head_leaves_with_the_body_in_one_write() -> None:
-    transport = RecordingTransport(can_write_eof=True)
-    protocol = connect(transport, app=heads_held())
-    protocol.server_state.default_headers = []
+    transport, protocol = holding(heads_held())
 
     protocol.data_received(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")  # (pipelined)
     await asyncio.sleep(0.01)
@@ -217,9 +223,7 @@ async def test_a_held_head_leaves_with_the_body_in_one_write() -> None:
 
 @pytest.mark.anyio
 async def test_a_held_head_leaves_with_a_stream_s_first_part_and_the_rest_as_it_comes() -> None:
-    transport = RecordingTransport(can_write_eof=True)
-    protocol = connect(transport, app=heads_held(streams=True))
-    protocol.server_state.default_headers = []
+    transport, protocol = holding(heads_held(streams=True))
 
     protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
     await asyncio.sleep(0.01)
@@ -231,9 +235,7 @@ async def test_a_held_head_leaves_with_a_stream_s_first_part_and_the_rest_as_it_
 
 @pytest.mark.anyio
 async def test_a_head_response_s_held_head_leaves_at_its_end() -> None:
-    transport = RecordingTransport(can_write_eof=True)
-    protocol = connect(transport, app=heads_held())
-    protocol.server_state.default_headers = []
+    transport, protocol = holding(heads_held())
 
     protocol.data_received(b"HEAD / HTTP/1.1\r\n\r\n")  # (no body is written for a HEAD)
     await asyncio.sleep(0.01)
@@ -246,9 +248,7 @@ async def test_a_head_response_s_held_head_leaves_at_its_end() -> None:
 
 @pytest.mark.anyio
 async def test_a_held_head_is_written_before_the_connection_closes() -> None:
-    transport = RecordingTransport(can_write_eof=True)
-    protocol = connect(transport, app=heads_held(raises=True))
-    protocol.server_state.default_headers = []
+    transport, protocol = holding(heads_held(raises=True))
 
     protocol.data_received(b"GET / HTTP/1.1\r\n\r\n")
     await asyncio.sleep(0.01)
