@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import structlog
 
+log = structlog.get_logger(__name__)
+
 
 def dumps(value: Any, **_: Any) -> str:
     """JSON for log lines; anything orjson cannot encode is logged by its str()."""
@@ -34,8 +36,49 @@ class UtcTimestamp:
         return event
 
 
+class DirectLine:
+    """Info lines written through the processors `configure_logging` installed, without a bound
+    logger: the same processors and the same writer, so the same line.
+
+    For the request line, written on every request with 17 fields: structlog's bound logger
+    copies its context and re-packs the keywords twice before the processors run, which cost
+    about as much as the processors and the write together (6 of 12 µs a line here).
+    """
+
+    def __init__(self, processors: list[Any], out: structlog.WriteLogger) -> None:
+        self.processors = processors
+        self.out = out
+
+    def write(self, event: str, fields: dict[str, Any]) -> bool:
+        """Write the line; False, nothing written, while structlog runs other processors than
+        these (a test capturing log lines)."""
+        if structlog.get_config()["processors"] is not self.processors:
+            return False
+        line: Any = {**fields, "event": event}
+        try:
+            for processor in self.processors:
+                line = processor(self.out, "info", line)
+        except structlog.DropEvent:
+            return True
+        self.out.msg(line)
+        return True
+
+
+_direct: DirectLine | None = None
+"""Set by configure_logging when info lines are written."""
+
+
+def info_line(event: str, fields: dict[str, Any]) -> None:
+    """An info line: directly (DirectLine) once configure_logging has set up logging, through
+    structlog otherwise."""
+    direct = _direct
+    if direct is None or not direct.write(event, fields):
+        log.info(event, **fields)
+
+
 def configure_logging(level: str, fmt: str) -> None:
     """Route structlog and the standard library (uvicorn) through one renderer."""
+    global _direct
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=dumps)
         if fmt == "json"
@@ -46,13 +89,17 @@ def configure_logging(level: str, fmt: str) -> None:
         structlog.processors.add_log_level,
         UtcTimestamp(),
     ]
+    processors = [*shared, structlog.processors.format_exc_info, renderer]
+    threshold = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         # One write per line (print() would write the line and its newline separately).
         logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    writes_info = threshold <= logging.INFO
+    _direct = DirectLine(processors, structlog.WriteLogger(sys.stderr)) if writes_info else None
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

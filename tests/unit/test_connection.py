@@ -10,7 +10,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from ai_gateway.api.connection import ARRIVED, HOLD_HEAD, HeaderLimitedProtocol
+from ai_gateway.api.connection import ARRIVED, HOLD_HEAD, LEAVE, HeaderLimitedProtocol, Leave
 
 MAX_HEADER_BYTES = 1024
 ENVELOPE = {
@@ -256,3 +256,52 @@ async def test_a_held_head_is_written_before_the_connection_closes() -> None:
     assert transport.writes == [HEAD]
     assert transport.is_closed
     protocol.connection_lost(None)
+
+
+def leave_noted(left: list[str], *, answers: bool) -> Any:
+    """An app that asks to hear of its caller leaving, then answers, or waits for the leave."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        gone = asyncio.Event()
+
+        def action() -> None:
+            left.append(scope["path"])
+            gone.set()
+
+        leave = scope[LEAVE]
+        assert isinstance(leave, Leave)
+        leave.action = action
+        if answers:
+            await ok(scope, receive, send)
+            return
+        await gone.wait()
+
+    return app
+
+
+@pytest.mark.anyio
+async def test_a_request_is_told_once_when_its_caller_leaves_before_its_answer() -> None:
+    left: list[str] = []
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, app=leave_noted(left, answers=False))
+
+    protocol.data_received(b"GET /waits HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)
+    protocol.connection_lost(None)
+    protocol.cycle.scope[LEAVE]()  # (told once: a second call does nothing)
+
+    assert left == ["/waits"]
+
+
+@pytest.mark.anyio
+async def test_a_caller_who_leaves_after_the_answer_is_no_leave() -> None:
+    left: list[str] = []
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, app=leave_noted(left, answers=True))
+
+    protocol.data_received(b"GET /answered HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)
+    protocol.connection_lost(None)
+
+    assert transport.written.startswith(b"HTTP/1.1 200 OK")
+    assert left == []

@@ -1,11 +1,16 @@
-"""The log line's timestamp: exactly what structlog's `TimeStamper(fmt="iso", utc=True)` writes,
-formatted once per second."""
+"""Log lines: the timestamp, exactly what structlog's `TimeStamper(fmt="iso", utc=True)` writes,
+formatted once per second; an info line written directly, the line structlog writes."""
 
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
+from ai_gateway import logs
 from ai_gateway.logs import UtcTimestamp
 
 NANOS = [
@@ -48,3 +53,60 @@ def test_the_timestamp_is_what_structlogs_iso_utc_stamper_writes(
         "2026-09-21T14:13:20.999999Z",
         "2026-09-21T14:13:21Z",
     ]
+
+
+@pytest.fixture
+def restored_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """configure_logging's changes undone after the test."""
+    saved = structlog.get_config()
+    handlers, level = logging.getLogger().handlers[:], logging.getLogger().level
+    monkeypatch.setattr(logs, "_direct", None)
+    yield
+    structlog.configure(**saved)
+    logging.getLogger().handlers[:] = handlers
+    logging.getLogger().setLevel(level)
+
+
+FIELDS = {"method": "POST", "status": 200, "latency_ms": 1.5, "model": None, "stream": False}
+
+
+@pytest.mark.usefixtures("restored_logging")
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_an_info_line_is_the_line_structlog_writes(
+    capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    logs.configure_logging("info", fmt)
+    with structlog.contextvars.bound_contextvars(request_id="req_1"):
+        logs.info_line("request", dict(FIELDS))
+        structlog.get_logger("x").info("request", **FIELDS)
+
+    direct, through_structlog = capsys.readouterr().err.splitlines()
+    if fmt == "json":
+        ours, theirs = orjson.loads(direct), orjson.loads(through_structlog)
+        assert ours.pop("timestamp")
+        assert theirs.pop("timestamp")
+        assert list(ours.items()) == list(theirs.items())  # the same keys, in the same order
+        assert ours == {**FIELDS, "event": "request", "request_id": "req_1", "level": "info"}
+    else:
+        assert direct.split(" ", 1)[1] == through_structlog.split(" ", 1)[1]  # all but the time
+        assert "request_id=req_1" in direct
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_an_info_line_goes_through_structlog_while_it_runs_other_processors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure_logging("info", "json")
+    with capture_logs() as captured:
+        logs.info_line("request", dict(FIELDS))
+
+    assert captured == [{**FIELDS, "event": "request", "log_level": "info"}]
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_no_info_line_is_written_above_the_info_level(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure_logging("warning", "json")
+    logs.info_line("request", dict(FIELDS))
+
+    assert capsys.readouterr().err == ""

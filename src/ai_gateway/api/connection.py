@@ -1,8 +1,9 @@
 """The HTTP/1.1 connection: uvicorn's httptools protocol with a size and a time limit on headers,
-and a response's head written with its first body bytes."""
+a response's head written with its first body bytes, and a request told when its caller leaves."""
 
 import asyncio
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
@@ -25,6 +26,33 @@ start of the times the response reports (Server-Timing, the log line, the ledger
 HOLD_HEAD = "ai_gateway.hold_head"
 """The scope key holding a callable that makes the connection keep the response's head (its next
 write) until the first body bytes, to write both at once."""
+LEAVE = "ai_gateway.leave"
+"""The scope key holding the request's `Leave`: what the connection calls when it is lost before
+the request's response has ended."""
+
+
+class Leave:
+    """A request's notice that its caller has gone: the request sets what to do (`action`), the
+    connection calls it once, if it is lost while the response is unfinished.
+
+    Without it, a request learns of a leave by reading `receive` until `http.disconnect`, which
+    takes a task per request, woken again when the response ends; this takes one slot.
+    """
+
+    __slots__ = ("action",)
+
+    def __init__(self) -> None:
+        self.action: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        """The caller has gone: do what the request asked, once."""
+        action, self.action = self.action, None
+        if action is not None:
+            action()
+
+    def stop(self) -> None:
+        """Nothing more to do on a leave (the request has ended)."""
+        self.action = None
 
 
 class HeadHoldingTransport:
@@ -111,9 +139,14 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the clock."""
+        """Stop the clock; tell a request whose response is unfinished that its caller left."""
         self._cancel_header_timer()
         super().connection_lost(exc)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            leave = cycle.scope.get(LEAVE)
+            if isinstance(leave, Leave):
+                leave()
 
     def on_response_complete(self) -> None:
         """Whatever is held leaves with the end of the response (a HEAD response's head)."""
@@ -148,6 +181,7 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
         if not self._is_answering():
             scope[ARRIVED] = self._arrived or time.perf_counter()
         scope[HOLD_HEAD] = self._holder.hold_head
+        scope[LEAVE] = Leave()
         self._arrived = None
         super().on_headers_complete()
 

@@ -26,7 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ai_gateway.api.auth import authenticate, bearer_token
 from ai_gateway.api.body import check_content_type, read_body
-from ai_gateway.api.connection import ARRIVED, HOLD_HEAD
+from ai_gateway.api.connection import ARRIVED, HOLD_HEAD, LEAVE, Leave
 from ai_gateway.api.record import RequestRecord
 from ai_gateway.api.renderer import error_response, internal_error
 from ai_gateway.api.routes import Access, Call, Routes
@@ -38,6 +38,7 @@ from ai_gateway.config.constants import (
 from ai_gateway.errors import GatewayError
 from ai_gateway.keys.directory import KeyDirectory
 from ai_gateway.keys.static import KeyStore
+from ai_gateway.logs import info_line
 from ai_gateway.observability.observer import RequestObserver
 from ai_gateway.providers.registry import Registry
 from ai_gateway.usage.ledger import Ledger
@@ -61,19 +62,29 @@ def request_id_of(scope: Scope) -> str:
     return f"req_{random.getrandbits(128):032x}"
 
 
-def watch_disconnect(receive: Receive, record: RequestRecord) -> "asyncio.Task[None]":
-    """A task that cancels the running request when its caller goes away before the response
-    has ended. (Servers also report a disconnect once the response is complete: not a leave.)"""
+def watch_disconnect(scope: Scope, receive: Receive, record: RequestRecord) -> Callable[[], object]:
+    """Cancel the running request if its caller goes away before the response has ended, and
+    return what stops watching. The connection tells (`LEAVE`, api/connection.py); under a
+    server that does not, a task reads `receive` until `http.disconnect` (servers also report
+    one once the response is complete: not a leave)."""
     request = asyncio.current_task()
 
-    async def wait() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+    def leave() -> None:
         if not record.is_finished and request is not None:
             record.is_client_closed = True
             request.cancel()
 
-    return asyncio.ensure_future(wait())
+    notice = scope.get(LEAVE)
+    if isinstance(notice, Leave):
+        notice.action = leave
+        return notice.stop
+
+    async def wait() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        leave()
+
+    return asyncio.ensure_future(wait()).cancel
 
 
 class Gateway:
@@ -161,7 +172,7 @@ class Gateway:
         finally:
             for observer in self.observers:
                 observer.finished(record)
-            log.info("request", **record.fields())
+            info_line("request", record.fields())
             structlog.contextvars.unbind_contextvars("request_id")
 
     async def _serve(
@@ -170,7 +181,7 @@ class Gateway:
         """The response for the request, or its error in the envelope (an unexpected failure
         before the response began: a 500, so the ledger enters what the caller got); the
         connection is watched from the end of the body to the end of the response."""
-        watch: list[asyncio.Task[None]] = []
+        watch: list[Callable[[], object]] = []
         try:
             try:
                 response = await self._respond(Request(scope, receive), record, watch)
@@ -183,8 +194,8 @@ class Gateway:
                 response = error_response(internal_error(record.request_id), record)
             await response(scope, receive, send)
         finally:
-            for task in watch:
-                task.cancel()
+            for stop in watch:
+                stop()
             try:
                 self.ledger.settle(record)
             finally:
@@ -192,7 +203,7 @@ class Gateway:
                     record.ticket.settle(record)
 
     async def _respond(
-        self, request: Request, record: RequestRecord, watch: list["asyncio.Task[None]"]
+        self, request: Request, record: RequestRecord, watch: list[Callable[[], object]]
     ) -> Response:
         """The one seam: route, key (its Caller on the record), provider, body, the endpoint."""
         endpoint, provider_name = self.routes.match(request.scope["method"], request.scope["path"])
@@ -206,7 +217,7 @@ class Gateway:
         if endpoint.reads_body:
             check_content_type(request.headers.get("content-type"))
             body = await read_body(request, self.max_request_bytes)
-        watch.append(watch_disconnect(request.receive, record))
+        watch.append(watch_disconnect(request.scope, request.receive, record))
         return await endpoint.handle(Call(request, record, provider, body))
 
     def _framing(
