@@ -9,8 +9,6 @@ from typing import Any
 import orjson
 import structlog
 
-log = structlog.get_logger(__name__)
-
 
 def dumps(value: Any, **_: Any) -> str:
     """JSON for log lines; anything orjson cannot encode is logged by its str()."""
@@ -70,10 +68,11 @@ _direct: DirectLine | None = None
 
 def info_line(event: str, fields: dict[str, Any]) -> None:
     """An info line: directly (DirectLine) once configure_logging has set up logging, through
-    structlog otherwise."""
+    structlog otherwise (a logger got for the line: one kept would keep the configuration it
+    first logged under, as `cache_logger_on_first_use` makes it)."""
     direct = _direct
     if direct is None or not direct.write(event, fields):
-        log.info(event, **fields)
+        structlog.get_logger(__name__).info(event, **fields)
 
 
 def configure_logging(level: str, fmt: str) -> None:

@@ -59,12 +59,22 @@ def test_the_timestamp_is_what_structlogs_iso_utc_stamper_writes(
 def restored_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """configure_logging's changes undone after the test."""
     saved = structlog.get_config()
-    handlers, level = logging.getLogger().handlers[:], logging.getLogger().level
+    loggers = [logging.getLogger(name) for name in ("", *TOUCHED_LOGGERS)]
+    states = [(lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
     monkeypatch.setattr(logs, "_direct", None)
     yield
     structlog.configure(**saved)
-    logging.getLogger().handlers[:] = handlers
-    logging.getLogger().setLevel(level)
+    for lg, (handlers, level, propagate, disabled) in zip(loggers, states, strict=True):
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate, lg.disabled = propagate, disabled
+
+
+TOUCHED_LOGGERS = (
+    *("uvicorn", "uvicorn.error", "uvicorn.access"),
+    *("httpx", "httpcore", "cerebras", "alembic"),
+)
+"""The standard library loggers configure_logging sets up."""
 
 
 FIELDS = {"method": "POST", "status": 200, "latency_ms": 1.5, "model": None, "stream": False}

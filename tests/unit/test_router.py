@@ -11,6 +11,7 @@ import pytest
 from ai_gateway.config.file import BreakerConfig
 from ai_gateway.errors import InvalidRequest, ModelNotFound, ProviderError
 from ai_gateway.providers.registry import Registry
+from ai_gateway.routing import router as router_module
 from ai_gateway.routing.breaker import BreakerBoard, State
 from ai_gateway.routing.route import Deployment, Policy, Route, Timeouts
 from ai_gateway.routing.router import Router
@@ -122,6 +123,24 @@ async def test_the_default_connect_timeout_makes_one_variant_per_provider() -> N
     assert alpha.connect_timeouts == [1.5]
 
 
+def test_a_provider_model_route_is_made_once_and_the_kept_ones_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(router_module, "MAX_DIRECT_ROUTES", 3)
+    alpha = ScriptedProvider("alpha")
+    router = router_for(alpha)
+
+    first = router.route("alpha/m")
+    assert router.route("alpha/m") is first
+    assert router.direct(alpha, "m") is first
+    assert (first.name, first.deployments[0].model) == ("alpha/m", "m")
+    for model in ("m2", "m3", "m4"):  # the fourth finds the router full: it starts afresh
+        router.direct(alpha, model)
+
+    assert router.route("alpha/m") is not first
+    assert router.route("alpha/m").deployments[0].key == "alpha/m"
+
+
 @pytest.mark.anyio
 async def test_an_unexpected_exception_in_a_hedged_race_propagates_and_frees_the_probe() -> None:
     broken = ScriptedProvider("broken", [raises(RuntimeError("bug"))])
@@ -222,6 +241,28 @@ async def test_a_failure_during_a_race_lets_the_next_deployment_start() -> None:
 
     assert served.deployment.provider is third
     assert served.attempts == 3
+    assert slow.calls == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_transport_bound_cuts_each_attempt_within_a_longer_deadline(
+    stream: bool,
+) -> None:
+    slow = ScriptedProvider("slow", [sleeps(30)])
+    fine = ScriptedProvider("fine")
+    router = router_for(slow, fine)
+    router.transport_s = 0.1
+    route = route_of(router, slow, fine, deadline_s=5)
+
+    started = asyncio.get_running_loop().time()
+    if stream:
+        served_by = (await router.open_stream(route, chat_request(stream=True))).deployment
+    else:
+        served_by = (await router.complete(route, chat_request())).deployment
+
+    assert served_by.provider is fine  # slow's attempt was cut at 0.1 s, and fell back
+    assert asyncio.get_running_loop().time() - started < 2
     assert slow.calls == 1
 
 

@@ -273,20 +273,18 @@ class OpenAIWire:
         return body
 
     async def chat(self, model: str, messages: msgspec.Raw, **params: Any) -> dict[str, Any]:
-        """One completion; the whole call is bounded by the request timeout."""
+        """One completion. Each read is bounded by the request timeout here; the whole call
+        by the router's attempt timer (routing/router.py), not by a second timer here."""
         params.pop("stream", None)
         url = f"{self._base_url}/chat/completions"
         with wire_errors(self._provider):
-            async with (
-                asyncio.timeout(self._wire.timeout),
-                self._wire.session.post(
-                    url,
-                    data=self._body(model, messages, params),
-                    headers=self._headers,
-                    timeout=self._timeouts,
-                    allow_redirects=False,
-                ) as response,
-            ):
+            async with self._wire.session.post(
+                url,
+                data=self._body(model, messages, params),
+                headers=self._headers,
+                timeout=self._timeouts,
+                allow_redirects=False,
+            ) as response:
                 body = await self._read(response)
         data = self._object(decode_json(self._provider, body))
         if (error := error_in_body(self._provider, data, self._redactor)) is not None:
@@ -296,30 +294,29 @@ class OpenAIWire:
     async def stream_chat(
         self, model: str, messages: msgspec.Raw, **params: Any
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """Chunks as they arrive, those of one read together; the request timeout bounds the
-        wait for the first ones."""
+        """Chunks as they arrive, those of one read together. Each read is bounded by the
+        request timeout here; the wait for the first chunks by the router's attempt timer."""
         params["stream"] = True
         url = f"{self._base_url}/chat/completions"
         body = self._body(model, messages, params)
         with wire_errors(self._provider):
             async with AsyncExitStack() as stack:
-                async with asyncio.timeout(self._wire.timeout):
-                    response = await self._wire.session.post(
-                        url,
-                        data=body,
-                        headers=self._headers,
-                        timeout=self._timeouts,
-                        allow_redirects=False,
-                    )
-                    stack.push_async_exit(release_or_close(response))
-                    if response.status >= 300:
-                        await self._read(response)
-                    events = sse_data(
-                        response.content,
-                        provider=self._provider,
-                        max_event_bytes=self._wire.limits.max_event_bytes,
-                    )
-                    first = await anext(events, None)
+                response = await self._wire.session.post(
+                    url,
+                    data=body,
+                    headers=self._headers,
+                    timeout=self._timeouts,
+                    allow_redirects=False,
+                )
+                stack.push_async_exit(release_or_close(response))
+                if response.status >= 300:
+                    await self._read(response)
+                events = sse_data(
+                    response.content,
+                    provider=self._provider,
+                    max_event_bytes=self._wire.limits.max_event_bytes,
+                )
+                first = await anext(events, None)
                 if first is not None:
                     payloads: list[bytes] | None = first
                     while payloads is not None:

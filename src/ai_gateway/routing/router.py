@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 MAX_LISTED_ALIASES = 20
+MAX_DIRECT_ROUTES = 1024
+"""How many `provider/model` routes the router keeps made (all are dropped when it is full)."""
 Chunks = AsyncGenerator[list[ChatCompletionChunk], None]
 """A stream's chunks, a list of those that arrived together."""
 
@@ -108,17 +110,23 @@ class Router:
         policy: Policy,
         timeouts: Timeouts,
         breakers: BreakerBoard,
+        transport_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        """`transport_s`: every attempt's bound for a whole answer or a stream's first chunks
+        (REQUEST_TIMEOUT_S), besides the deadline and the deployment's own limits: the one
+        timer of an attempt is the router's (the transports bound only each read)."""
         self.registry = registry
         self.aliases = dict(aliases)
         self.policy = policy
         self.timeouts = timeouts
         self.breakers = breakers
+        self.transport_s = transport_s
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311  # spreading load, not secrets
         self._variants: dict[str, ChatProvider] = {}
+        self._direct: dict[tuple[str, str], Route] = {}
         self._hedger = Hedger(breakers, clock=clock)
         self._watcher: AttemptWatcher | None = None
 
@@ -142,9 +150,16 @@ class Router:
 
     def direct(self, provider: ChatProvider, model: str) -> Route:
         """One deployment with the routing defaults (`provider/model`, or the provider's own
-        route `/{provider}/v1/chat/completions`)."""
-        deployment = Deployment(self._with_connect(provider), model, timeouts=self.timeouts)
-        return Route(f"{provider.name}/{model}", (deployment,), self.policy)
+        route `/{provider}/v1/chat/completions`), made once per provider and model (up to
+        MAX_DIRECT_ROUTES kept: callers choose the model names)."""
+        route = self._direct.get((provider.name, model))
+        if route is None:
+            deployment = Deployment(self._with_connect(provider), model, timeouts=self.timeouts)
+            route = Route(f"{provider.name}/{model}", (deployment,), self.policy)
+            if len(self._direct) >= MAX_DIRECT_ROUTES:
+                self._direct.clear()
+            self._direct[(provider.name, model)] = route
+        return route
 
     def _with_connect(self, provider: ChatProvider) -> ChatProvider:
         """The provider with the default connect timeout, made once per provider."""
@@ -164,7 +179,7 @@ class Router:
         deadline_s = route.policy.deadline_s
 
         async def attempt(deployment: Deployment, remaining_s: float) -> ChatCompletionResponse:
-            limit = limit_s(remaining_s, deployment.timeouts.total_s)
+            limit = limit_s(remaining_s, deployment.timeouts.total_s, self.transport_s)
             try:
                 async with asyncio.timeout(limit):
                     return await deployment.provider.chat_completions(
@@ -184,7 +199,7 @@ class Router:
         async def attempt(deployment: Deployment, remaining_s: float) -> OpenedStream:
             limits = deployment.timeouts
             started = asyncio.get_running_loop().time()
-            limit = limit_s(remaining_s, limits.first_byte_s, limits.total_s)
+            limit = limit_s(remaining_s, limits.first_byte_s, limits.total_s, self.transport_s)
             chunks = deployment.provider.stream_chat_completions(for_deployment(req, deployment))
             try:
                 async with asyncio.timeout(limit):

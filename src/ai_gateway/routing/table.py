@@ -112,6 +112,7 @@ def build_router(
         policy=Policy.from_config(config.routing, request_timeout_s=request_timeout_s),
         timeouts=defaults,
         breakers=BreakerBoard(config.routing.breaker, pinned=pinned),
+        transport_s=request_timeout_s,
     )
 
 
