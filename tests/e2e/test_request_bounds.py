@@ -70,14 +70,16 @@ def test_fast_failures_are_still_retried_within_the_request_timeout(
     assert len(fake_upstream.requests) == 2
 
 
+@pytest.mark.parametrize("content_bytes", [2, 300_000])  # 300 KB: uvicorn pauses reading
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_caller_who_leaves_stops_the_upstream_work(
-    retrying_gateway: GatewayServer, fake_upstream: FakeUpstream, stream: bool
+    retrying_gateway: GatewayServer, fake_upstream: FakeUpstream, stream: bool, content_bytes: int
 ) -> None:
     fake_upstream.reply(Reply(hang=True), Reply(hang=True), Reply(hang=True))
+    messages = [{"role": "user", "content": "x" * content_bytes}]
 
     with pytest.raises(httpx.ReadTimeout):
-        chat(retrying_gateway, timeout=0.3, stream=stream)
+        chat(retrying_gateway, timeout=0.3, stream=stream, messages=messages)
 
     assert fake_upstream.wait_for_disconnects(1, timeout=2.0)
     time.sleep(TIMEOUT_S + SLACK_S)  # long enough for any retry to have been made

@@ -32,6 +32,7 @@ class RecordingTransport(asyncio.Transport):
         self.writes: list[bytes] = []
         self.is_eof_written = False
         self.is_closed = False
+        self.is_reading = True
         self._can_write_eof = can_write_eof
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -56,10 +57,10 @@ class RecordingTransport(asyncio.Transport):
         self.is_closed = True
 
     def pause_reading(self) -> None:
-        pass
+        self.is_reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.is_reading = True
 
 
 async def ok(scope: Any, receive: Any, send: Any) -> None:
@@ -270,7 +271,7 @@ def leave_noted(left: list[str], *, answers: bool) -> Any:
 
         leave = scope[LEAVE]
         assert isinstance(leave, Leave)
-        leave.action = action
+        leave.watch(action)
         if answers:
             await ok(scope, receive, send)
             return
@@ -305,3 +306,28 @@ async def test_a_caller_who_leaves_after_the_answer_is_no_leave() -> None:
 
     assert transport.written.startswith(b"HTTP/1.1 200 OK")
     assert left == []
+
+
+@pytest.mark.anyio
+async def test_a_large_body_read_whole_leaves_the_connection_reading() -> None:
+    left: list[str] = []
+    transport = RecordingTransport(can_write_eof=True)
+    protocol = connect(transport, app=leave_noted(left, answers=False))
+    body = b"x" * 100_000  # over uvicorn's 64 KiB: it pauses reading until the app reads
+
+    protocol.data_received(b"POST /big HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + body)
+    await asyncio.sleep(0.01)
+
+    assert transport.is_reading  # so the caller's leave is seen while the request is served
+    protocol.connection_lost(None)
+    assert left == ["/big"]
+
+
+def test_a_leave_before_the_request_watches_is_acted_on_when_it_does() -> None:
+    leave, acted = Leave(), []
+    leave()  # the caller left before the request asked to hear of it
+
+    leave.watch(lambda: acted.append("cancel"))
+    leave()
+
+    assert acted == ["cancel"]  # at once, and once

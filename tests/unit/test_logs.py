@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 import structlog
-from structlog.testing import capture_logs
+from structlog.testing import LogCapture, capture_logs
 
 from ai_gateway import logs
 from ai_gateway.logs import UtcTimestamp
@@ -103,14 +103,31 @@ def test_an_info_line_is_the_line_structlog_writes(
 
 
 @pytest.mark.usefixtures("restored_logging")
-def test_an_info_line_goes_through_structlog_while_it_runs_other_processors(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_a_test_capturing_log_lines_gets_the_info_line(capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure_logging("info", "json")
     with capture_logs() as captured:
         logs.info_line("request", dict(FIELDS))
 
     assert captured == [{**FIELDS, "event": "request", "log_level": "info"}]
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.usefixtures("restored_logging")
+@pytest.mark.parametrize("changed", ["processors", "logger_factory"])
+def test_an_info_line_goes_through_structlog_once_it_is_configured_again(
+    capsys: pytest.CaptureFixture[str], changed: str
+) -> None:
+    logs.configure_logging("info", "json")
+    capture = LogCapture()
+    if changed == "processors":
+        structlog.configure(processors=[capture])
+    else:  # the same processors, writing elsewhere
+        structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+
+    logs.info_line("request", dict(FIELDS))
+
+    if changed == "processors":
+        assert capture.entries == [{**FIELDS, "event": "request", "log_level": "info"}]
     assert capsys.readouterr().err == ""
 
 

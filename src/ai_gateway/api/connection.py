@@ -32,20 +32,30 @@ the request's response has ended."""
 
 
 class Leave:
-    """A request's notice that its caller has gone: the request sets what to do (`action`), the
-    connection calls it once, if it is lost while the response is unfinished.
+    """A request's notice that its caller has gone: the request says what to do (`watch`), the
+    connection calls it once, if it is lost while the response is unfinished (a leave before
+    `watch` is kept, and acted on when `watch` comes).
 
     Without it, a request learns of a leave by reading `receive` until `http.disconnect`, which
-    takes a task per request, woken again when the response ends; this takes one slot.
+    takes a task per request, woken again when the response ends; this takes two slots.
     """
 
-    __slots__ = ("action",)
+    __slots__ = ("action", "has_left")
 
     def __init__(self) -> None:
         self.action: Callable[[], None] | None = None
+        self.has_left = False
+
+    def watch(self, action: Callable[[], None]) -> None:
+        """Do `action` when the caller leaves (at once, if it already has)."""
+        if self.has_left:
+            action()
+        else:
+            self.action = action
 
     def __call__(self) -> None:
         """The caller has gone: do what the request asked, once."""
+        self.has_left = True
         action, self.action = self.action, None
         if action is not None:
             action()
@@ -186,9 +196,14 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        """Any byte after a whole request belongs to the next header block."""
+        """Any byte after a whole request belongs to the next header block. Reading goes on
+        (uvicorn pauses it while more than 64 KiB of body wait, and resumes it only when the
+        app reads `receive` or the response ends), so that a caller who leaves while its
+        request is served is seen; a request pipelined behind it pauses reading again."""
         self._reading_headers = True
         super().on_message_complete()
+        if not self.pipeline:
+            self.flow.resume_reading()
 
     def _receive_past_limit(self, data: bytes) -> None:
         """Parse only the part of `data` within the limit; reject if the headers end later."""

@@ -76,7 +76,7 @@ def watch_disconnect(scope: Scope, receive: Receive, record: RequestRecord) -> C
 
     notice = scope.get(LEAVE)
     if isinstance(notice, Leave):
-        notice.action = leave
+        notice.watch(leave)
         return notice.stop
 
     async def wait() -> None:
