@@ -1,7 +1,11 @@
-"""Reading the chat body: nesting, parameter paths, content types, one 400 per invalid body."""
+"""Reading the chat body: its bytes and their limit, nesting, parameter paths, content types,
+one 400 per invalid body; the head's fields the dispatch reads."""
+
+from typing import Any
 
 import orjson
 import pytest
+from starlette.requests import ClientDisconnect
 
 from ai_gateway.api.body import (
     check_content_type,
@@ -10,8 +14,10 @@ from ai_gateway.api.body import (
     is_nested_deeper,
     param_of,
     parse_chat_request,
+    read_body,
 )
-from ai_gateway.errors import InvalidRequest
+from ai_gateway.api.dispatch import head_fields
+from ai_gateway.errors import InvalidRequest, RequestTooLarge
 from ai_gateway.schemas import as_python
 
 LIMIT = 64
@@ -189,4 +195,64 @@ def test_check_content_type_rejects_other_types_with_a_400(content_type: str) ->
             "param": None,
             "code": "invalid_content_type",
         }
+    }
+
+
+def receiving(*messages: dict[str, Any]) -> Any:
+    """An ASGI `receive` that gives `messages` in order."""
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    return receive
+
+
+def part(body: bytes, *, more: bool) -> dict[str, Any]:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+@pytest.mark.anyio
+async def test_a_body_is_read_whole_from_its_parts() -> None:
+    receive = receiving(part(b"ab", more=True), part(b"", more=True), part(b"c", more=False))
+
+    assert await read_body(receive, None, limit=3) == b"abc"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("declared", [None, "2", "not a number"])
+async def test_a_body_over_the_limit_is_a_413_as_soon_as_it_is_known(
+    declared: str | None,
+) -> None:
+    receive = receiving(part(b"ab", more=True), part(b"cd", more=True))
+
+    with pytest.raises(RequestTooLarge):
+        await read_body(receive, declared, limit=3)
+
+
+@pytest.mark.anyio
+async def test_a_declared_length_over_the_limit_is_a_413_before_any_read() -> None:
+    with pytest.raises(RequestTooLarge):
+        await read_body(receiving(), "4", limit=3)  # (nothing to receive: none is read)
+
+
+@pytest.mark.anyio
+async def test_a_caller_who_leaves_while_sending_is_a_client_disconnect() -> None:
+    receive = receiving(part(b"ab", more=True), {"type": "http.disconnect"})
+
+    with pytest.raises(ClientDisconnect):
+        await read_body(receive, None, limit=10)
+
+
+def test_the_head_s_fields_are_each_one_s_first_value_and_only_those_read() -> None:
+    headers = [
+        (b"host", b"x"),
+        (b"authorization", b"Bearer one"),
+        (b"content-type", b"application/json"),
+        (b"authorization", b"Bearer two"),
+    ]
+
+    assert head_fields(headers) == {
+        b"authorization": "Bearer one",
+        b"content-type": "application/json",
     }

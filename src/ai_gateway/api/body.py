@@ -4,7 +4,8 @@ import re
 from functools import cache
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from ai_gateway.errors import InvalidRequest, RequestTooLarge
 from ai_gateway.schemas import ChatCompletionRequest
@@ -28,19 +29,25 @@ def check_content_type(content_type: str | None) -> None:
         raise InvalidRequest("Content-Type must be application/json.", code="invalid_content_type")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed `limit` bytes: at once
+    when its `Content-Length` (`declared`) says so. A caller that leaves while sending it is a
+    ClientDisconnect."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        part: bytes = message.get("body", b"")
         size += len(part)
         if size > limit:
             raise too_large(limit)
         parts.append(part)
-    return b"".join(parts)
+        if not message.get("more_body", False):
+            return b"".join(parts)
 
 
 def too_large(limit: int) -> RequestTooLarge:

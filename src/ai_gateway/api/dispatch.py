@@ -17,7 +17,7 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import structlog
 from starlette.requests import ClientDisconnect, Request
@@ -60,6 +60,20 @@ def request_id_of(scope: Scope) -> str:
             break
     # Not a secret, only unique: the PRNG is far cheaper than uuid4's system randomness here.
     return f"req_{random.getrandbits(128):032x}"
+
+
+AUTHORIZATION, CONTENT_TYPE, CONTENT_LENGTH = b"authorization", b"content-type", b"content-length"
+HEAD_FIELDS = (AUTHORIZATION, CONTENT_TYPE, CONTENT_LENGTH)
+
+
+def head_fields(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """The headers the dispatch reads (each one's first value), in one pass over the head:
+    Starlette's `Headers` would be built, then scanned once per look-up."""
+    found: dict[bytes, str] = {}
+    for name, value in headers:
+        if name in HEAD_FIELDS and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 def watch_disconnect(scope: Scope, receive: Receive, record: RequestRecord) -> Callable[[], object]:
@@ -206,18 +220,22 @@ class Gateway:
         self, request: Request, record: RequestRecord, watch: list[Callable[[], object]]
     ) -> Response:
         """The one seam: route, key (its Caller on the record), provider, body, the endpoint."""
-        endpoint, provider_name = self.routes.match(request.scope["method"], request.scope["path"])
+        scope = request.scope
+        endpoint, provider_name = self.routes.match(scope["method"], scope["path"])
+        head = head_fields(scope["headers"])
         if endpoint.access is Access.CALLER:
-            token = bearer_token(request.headers.get("authorization"))
+            token = bearer_token(head.get(AUTHORIZATION))
             record.caller = await self.keys.caller(token)
         elif endpoint.access is Access.ADMIN:
-            authenticate(self.admin_keys, request.headers.get("authorization"))
+            authenticate(self.admin_keys, head.get(AUTHORIZATION))
         provider = None if provider_name is None else self.registry.provider(provider_name)
         body = b""
         if endpoint.reads_body:
-            check_content_type(request.headers.get("content-type"))
-            body = await read_body(request, self.max_request_bytes)
-        watch.append(watch_disconnect(request.scope, request.receive, record))
+            check_content_type(head.get(CONTENT_TYPE))
+            body = await read_body(
+                request.receive, head.get(CONTENT_LENGTH), self.max_request_bytes
+            )
+        watch.append(watch_disconnect(scope, request.receive, record))
         return await endpoint.handle(Call(request, record, provider, body))
 
     def _framing(
