@@ -45,7 +45,6 @@ class DirectLine:
 
     def __init__(self, out: structlog.WriteLogger) -> None:
         self.config = structlog.get_config()
-        self.processors: list[Any] = self.config["processors"]
         self.out = out
 
     def write(self, event: str, fields: dict[str, Any]) -> bool:
@@ -56,7 +55,7 @@ class DirectLine:
             return False
         line: Any = {**fields, "event": event}
         try:
-            for processor in self.processors:
+            for processor in self.config["processors"]:
                 line = processor(self.out, "info", line)
         except structlog.DropEvent:
             return True

@@ -280,11 +280,18 @@ def leave_noted(left: list[str], *, answers: bool) -> Any:
     return app
 
 
-@pytest.mark.anyio
-async def test_a_request_is_told_once_when_its_caller_leaves_before_its_answer() -> None:
+def watching_leaves(
+    *, answers: bool
+) -> tuple[list[str], RecordingTransport, HeaderLimitedProtocol]:
+    """A connection serving `leave_noted`, and the paths of the requests told of a leave."""
     left: list[str] = []
     transport = RecordingTransport(can_write_eof=True)
-    protocol = connect(transport, app=leave_noted(left, answers=False))
+    return left, transport, connect(transport, app=leave_noted(left, answers=answers))
+
+
+@pytest.mark.anyio
+async def test_a_request_is_told_once_when_its_caller_leaves_before_its_answer() -> None:
+    left, _, protocol = watching_leaves(answers=False)
 
     protocol.data_received(b"GET /waits HTTP/1.1\r\n\r\n")
     await asyncio.sleep(0.01)
@@ -296,9 +303,7 @@ async def test_a_request_is_told_once_when_its_caller_leaves_before_its_answer()
 
 @pytest.mark.anyio
 async def test_a_caller_who_leaves_after_the_answer_is_no_leave() -> None:
-    left: list[str] = []
-    transport = RecordingTransport(can_write_eof=True)
-    protocol = connect(transport, app=leave_noted(left, answers=True))
+    left, transport, protocol = watching_leaves(answers=True)
 
     protocol.data_received(b"GET /answered HTTP/1.1\r\n\r\n")
     await asyncio.sleep(0.01)
@@ -310,9 +315,7 @@ async def test_a_caller_who_leaves_after_the_answer_is_no_leave() -> None:
 
 @pytest.mark.anyio
 async def test_a_large_body_read_whole_leaves_the_connection_reading() -> None:
-    left: list[str] = []
-    transport = RecordingTransport(can_write_eof=True)
-    protocol = connect(transport, app=leave_noted(left, answers=False))
+    left, transport, protocol = watching_leaves(answers=False)
     body = b"x" * 100_000  # over uvicorn's 64 KiB: it pauses reading until the app reads
 
     protocol.data_received(b"POST /big HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + body)
