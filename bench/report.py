@@ -413,7 +413,16 @@ def observed_verdict(entry: Row | None) -> tuple[str, bool | None]:
     change = cost_of(entry or {}, BARE_ROW).get("rps_change_pct")
     if change is None:
         return "not measured", None
-    return f"{num(change, 1, True)}%", change >= -OBSERVED_BUDGET_PCT
+    return f"{num(change, 1, True)}%{rep_spread(entry or {})}", change >= -OBSERVED_BUDGET_PCT
+
+
+def rep_spread(entry: Row) -> str:
+    """The change in each repetition against the base row measured just before or after it
+    (bench/run.py `paired_changes`), as ` (reps: a to b)`; empty with fewer than two."""
+    changes = entry.get("rps_change_reps") or []
+    if len(changes) < 2:
+        return ""
+    return f" (reps: {num(min(changes), 1, True)} to {num(max(changes), 1, True)}%)"
 
 
 def observed_case_table(result: Row, bare: Row) -> list[str]:

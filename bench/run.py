@@ -759,7 +759,28 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["d_p50"] = round(entry["p50"] - base["p50"], 3)
             entry["d_p99"] = round(entry["p99"] - base["p99"], 3)
     compare(summary)
+    paired_changes(rows, summary)
     return summary
+
+
+def paired_changes(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
+    """Each compared row's throughput change against its base row in every repetition, from
+    the two measurements of that repetition (taken one after the other, so a drift of the
+    machine between repetitions cancels out): `rps_change_reps`, and their median
+    `rps_change_paired_pct`. Their spread is the run's own measure of its noise."""
+    by_rep = {(r["case"], r["target"], r["rep"]): r["rps"] for r in rows}
+    for entry in summary:
+        base = entry.get("base_target")
+        if base is None:
+            continue
+        changes = []
+        for (case, target, rep), rps in by_rep.items():
+            base_rps = by_rep.get((case, base, rep))
+            if case == entry["case"] and target == entry["target"] and base_rps:
+                changes.append(round((rps / base_rps - 1) * 100, 1))
+        if changes:
+            entry["rps_change_reps"] = changes
+            entry["rps_change_paired_pct"] = round(statistics.median(changes), 2)
 
 
 def compare(summary: list[dict[str, Any]]) -> None:
