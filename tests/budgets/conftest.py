@@ -19,7 +19,12 @@ from ai_gateway.limits.redis_store import redis_client
 from tests.services import REDIS_URL, redis_prefix
 
 Store = MemoryBudgets | RedisBudgets
-NOW = datetime(2026, 12, 3, 15, 30, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(hour=15, minute=30, second=0, microsecond=0)
+"""The tests' "now": today, mid-afternoon UTC. Today, not a fixed date: Redis expires a period's
+counter at an absolute time (the period's end plus `GRACE`), measured by its own clock, so a
+period long past would be gone as soon as it is written."""
+MIDNIGHT = NOW.replace(hour=0, minute=0)
+"""The start of NOW's day."""
 
 
 @dataclass

@@ -2,7 +2,7 @@
 without room (message, type, code, headers), what a settle charges for each way a request
 ends, and a request whose price is unknown."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from structlog.testing import capture_logs
@@ -25,7 +25,7 @@ from ai_gateway.limits.memory import MemoryLimiter
 from ai_gateway.routing.route import Deployment, Route
 from ai_gateway.schemas import ChatCompletionRequest, Usage
 from ai_gateway.usage.prices import price_table
-from tests.budgets.conftest import NOW, Source
+from tests.budgets.conftest import MIDNIGHT, NOW, Source
 from tests.conftest import make_settings
 from tests.fakes import FakeProvider, chat_body
 
@@ -84,13 +84,13 @@ async def test_the_429_names_the_owner_the_budget_and_the_reset() -> None:
     assert error.envelope() == {
         "error": {
             "message": "Budget exceeded for key key_1: $1.00 per day ($1.00 used). It resets "
-            "at 2026-12-04T00:00:00Z.",
+            f"at {(MIDNIGHT + timedelta(days=1)):%Y-%m-%dT%H:%M:%SZ}.",
             "type": "insufficient_quota",
             "param": None,
             "code": "budget_exceeded",
         }
     }
-    wait_s = (datetime(2026, 12, 4, tzinfo=UTC) - NOW).total_seconds()
+    wait_s = (MIDNIGHT + timedelta(days=1) - NOW).total_seconds()
     assert error.headers == {
         "x-should-retry": "false",
         "retry-after": str(int(wait_s)),
@@ -181,7 +181,7 @@ async def test_the_admin_view_of_spend() -> None:
     spend = await budgets.spend(key())
 
     assert (spend.period_start, spend.spent_usd, spend.soft_limit_reached) == (
-        datetime(2026, 12, 3, tzinfo=UTC),
+        MIDNIGHT,
         0.85,
         True,
     )

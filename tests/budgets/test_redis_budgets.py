@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import pytest
 import redis.asyncio
@@ -222,10 +223,10 @@ async def test_memory_forgets_counters_of_periods_that_are_over() -> None:
     hold = await store.reserve((claim(who),), cost=1)
     assert isinstance(hold, Hold)
     store.settle(hold, cost=1)
-    tomorrow = claim_of(who, NOW.replace(day=4))
+    tomorrow = claim_of(who, NOW + timedelta(days=1))
     assert tomorrow is not None
 
-    clock[0] = NOW.replace(day=4)
+    clock[0] = NOW + timedelta(days=1)
     await store.reserve((tomorrow,), cost=1)
 
     assert store.counter_count == 1
