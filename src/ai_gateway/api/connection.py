@@ -283,10 +283,12 @@ def header_too_large_response(max_header_bytes: int, server_state: ServerState) 
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's options for the gateway: the header-limited protocol, picklable for workers."""
+    """uvicorn's options for the gateway: the header-limited protocol, picklable for workers,
+    and no proxy-headers middleware: it rewrites a request's client address and scheme from
+    `X-Forwarded-*`, neither of which the gateway reads, at a layer and a check per request."""
     protocol = partial(
         HeaderLimitedProtocol,
         max_header_bytes=settings.max_header_bytes,
         header_timeout_s=settings.header_timeout_s,
     )
-    return {"http": protocol}
+    return {"http": protocol, "proxy_headers": False}
