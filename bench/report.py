@@ -417,12 +417,13 @@ def observed_verdict(entry: Row | None) -> tuple[str, bool | None]:
 
 
 def rep_spread(entry: Row) -> str:
-    """The change in each repetition against the base row measured just before or after it
-    (bench/run.py `paired_changes`), as ` (reps: a to b)`; empty with fewer than two."""
+    """The change in each repetition against the base row measured in the same repetition
+    (bench/run.py `paired_changes`), as ` (N reps: a to b%)`; empty with fewer than two."""
     changes = entry.get("rps_change_reps") or []
     if len(changes) < 2:
         return ""
-    return f" (reps: {num(min(changes), 1, True)} to {num(max(changes), 1, True)}%)"
+    low, high = num(min(changes), 1, True), num(max(changes), 1, True)
+    return f" ({len(changes)} reps: {low} to {high}%)"
 
 
 def observed_case_table(result: Row, bare: Row) -> list[str]:

@@ -765,9 +765,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def paired_changes(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
     """Each compared row's throughput change against its base row in every repetition, from
-    the two measurements of that repetition (taken one after the other, so a drift of the
-    machine between repetitions cancels out): `rps_change_reps`, and their median
-    `rps_change_paired_pct`. Their spread is the run's own measure of its noise."""
+    the two measurements of that repetition (taken in the same pass over the rows, minutes
+    apart at most, so a drift of the machine between repetitions cancels out):
+    `rps_change_reps`, and their median `rps_change_paired_pct`. Their spread is the run's own
+    measure of its noise. A repetition without both measurements is left out."""
     by_rep = {(r["case"], r["target"], r["rep"]): r["rps"] for r in rows}
     for entry in summary:
         base = entry.get("base_target")
