@@ -1,6 +1,7 @@
 """Keys and teams over real databases: every test runs on SQLite and on PostgreSQL."""
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from ai_gateway.keys.admin import KeyAdmin
 from ai_gateway.keys.records import Change
 from ai_gateway.keys.sql import KeyRepository
 from tests.db.databases import KINDS, fresh_database, opened
+
+FUTURE_YEAR = datetime.now(UTC).year + 5
+"""A year always ahead of the clock, for expiries: one must be in the future when it is set."""
 
 
 @pytest.fixture(params=KINDS)

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,10 @@ from ai_gateway.keys.records import Change, Membership
 from ai_gateway.keys.secret import digest
 from ai_gateway.keys.sql import KeyRepository
 from tests.db.databases import opened
+from tests.keys.conftest import FUTURE_YEAR
 from tests.services import REDIS_URL, postgres_database, redis_prefix
 
 DEFAULT_DATABASE = "sqlite:///ai-gateway.db"
-YEAR = datetime.now(UTC).year + 5
-"""A year always ahead of the clock: a key's expiry must be in the future when it is set."""
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +114,7 @@ def test_a_new_key_is_printed_once_with_its_secret(capsys: pytest.CaptureFixture
     out, err = run(
         capsys,
         *("keys", "create", "ci bot", "--team", "eng", "--models", "a, b"),
-        *("--rpm", "5", "--expires-at", f"{YEAR}-01-02", "--metadata", '{"owner": "ci"}'),
+        *("--rpm", "5", "--expires-at", f"{FUTURE_YEAR}-01-02", "--metadata", '{"owner": "ci"}'),
     )
     shown = fields(out)
     secret = shown.pop("key")
@@ -132,7 +130,7 @@ def test_a_new_key_is_printed_once_with_its_secret(capsys: pytest.CaptureFixture
         "tpm_limit": "-",
         "max_parallel_requests": "-",
         "budget": "-",
-        "expires_at": f"{YEAR}-01-02T00:00:00Z",
+        "expires_at": f"{FUTURE_YEAR}-01-02T00:00:00Z",
         "disabled": "no",
         "metadata": '{"owner":"ci"}',
         "created_at": shown["created_at"],

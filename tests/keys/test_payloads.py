@@ -17,6 +17,7 @@ from ai_gateway.keys.payloads import (
     TeamUpdate,
     validated,
 )
+from tests.keys.conftest import FUTURE_YEAR
 
 
 def refusal(model: type[BaseModel], payload: object) -> dict[str, Any]:
@@ -159,9 +160,7 @@ def test_a_bad_payload_is_a_400_naming_its_field(
     assert refusal(model, payload) == expected
 
 
-YEAR = datetime.now(UTC).year + 5
-"""A year always ahead of the clock: an expiry must be in the future when it is set."""
-IN_FIVE_YEARS = datetime(YEAR, 3, 17, 17, 46, 40, tzinfo=UTC)
+IN_FIVE_YEARS = datetime(FUTURE_YEAR, 3, 17, 17, 46, 40, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -169,9 +168,9 @@ IN_FIVE_YEARS = datetime(YEAR, 3, 17, 17, 46, 40, tzinfo=UTC)
     [
         (int(IN_FIVE_YEARS.timestamp()), IN_FIVE_YEARS),
         (str(int(IN_FIVE_YEARS.timestamp())), IN_FIVE_YEARS),
-        (f"{YEAR}-01-02", datetime(YEAR, 1, 2, tzinfo=UTC)),
-        (f"{YEAR}-01-02T03:04:05Z", datetime(YEAR, 1, 2, 3, 4, 5, tzinfo=UTC)),
-        (f"{YEAR}-01-02T03:04:05+02:00", datetime(YEAR, 1, 2, 1, 4, 5, tzinfo=UTC)),
+        (f"{FUTURE_YEAR}-01-02", datetime(FUTURE_YEAR, 1, 2, tzinfo=UTC)),
+        (f"{FUTURE_YEAR}-01-02T03:04:05Z", datetime(FUTURE_YEAR, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        (f"{FUTURE_YEAR}-01-02T03:04:05+02:00", datetime(FUTURE_YEAR, 1, 2, 1, 4, 5, tzinfo=UTC)),
         (None, None),
     ],
 )
