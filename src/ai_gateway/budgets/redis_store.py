@@ -35,7 +35,6 @@ MAX_PENDING_SETTLES: Final = 100_000
 """While Redis is down settles wait here; past this many they are dropped (the holds then
 count as spent when they expire)."""
 SCRIPTS: Final = ("reserve", "settle", "seed")
-CONNECTIONS: Final = 4
 
 
 def script_text(name: str) -> str:
@@ -84,7 +83,7 @@ class RedisBudgets:
         self._hold_ttl_ms = hold_ttl_ms
         self._clock = clock
         texts = {name: script_text(f"{name}.lua") for name in SCRIPTS}
-        self._scripts = ScriptRunner(client, texts, size=CONNECTIONS)
+        self._scripts = ScriptRunner(client, texts)
         self._outage = Outage(backoff_s=outage_backoff_s)
         self._pending: deque[PendingSettle] = deque()
         self._idle = asyncio.Event()

@@ -5,12 +5,14 @@ redis-py's client checks a connection out of its pool, runs retry and observabil
 checks health for every command: about 70 µs of CPU per call here, against about 25 µs for the
 same call written on a held connection, and its pure-Python command packing took 40 µs more for
 a settle and an admission (hiredis's C packer: about 3 µs). The limiter makes a call on every
-limited request, so it keeps a few of redis-py's own connections (reply parsing, reconnection
-and timeouts stay the library's), packs with hiredis, and skips the rest.
+limited request, so it holds redis-py's own connections (reply parsing, reconnection and
+timeouts stay the library's), up to one per call in flight, packs with hiredis, and skips the
+rest.
 """
 
 import asyncio
 import hashlib
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +30,8 @@ class Unsent(RedisConnectionError):
     """Redis could not be reached: the calls were not sent, so none of them ran."""
 
 
-DEFAULT_CONNECTIONS = 8
+DEFAULT_CONNECTIONS = 64
+"""Connections a runner may hold: as many calls in flight at once; more wait their turn."""
 DEFAULT_WAIT_S = 1.0
 """The longest wait for a free connection when the client sets no socket timeout."""
 
@@ -39,8 +42,12 @@ def script_sha(text: str) -> str:
 
 
 class ScriptRunner:
-    """Runs named scripts with EVALSHA on up to `size` held connections; a script Redis does not
-    know (after a restart) is loaded and the call sent again (it had not run)."""
+    """Runs named scripts with EVALSHA on up to `size` held connections, made as they are first
+    needed; a script Redis does not know (after a restart) is loaded and the call sent again (it
+    had not run). When every connection is busy, callers wait in turn: a connection coming back
+    goes to the one that has waited longest, so no caller is passed over until its wait times
+    out (under load, a queue whose woken waiter could lose the connection to a newcomer left
+    some callers waiting past the timeout: 503s with Redis healthy)."""
 
     def __init__(
         self,
@@ -53,9 +60,9 @@ class ScriptRunner:
         self._wait_s = self._pool.connection_kwargs.get("socket_timeout") or DEFAULT_WAIT_S
         self._texts = dict(scripts)
         self._shas = {name: script_sha(text) for name, text in scripts.items()}
-        self._idle: asyncio.LifoQueue[AbstractConnection | None] = asyncio.LifoQueue()
-        for _ in range(size):
-            self._idle.put_nowait(None)  # a connection is made when first needed
+        self._size = size
+        self._idle: list[AbstractConnection] = []  # the last one back is the next one out
+        self._waiting: deque[asyncio.Future[AbstractConnection]] = deque()
         self._held: list[AbstractConnection] = []
 
     async def run(self, calls: Sequence[Call]) -> list[Any]:
@@ -65,7 +72,7 @@ class ScriptRunner:
         try:
             await self._connect(connection)
         except BaseException:
-            self._idle.put_nowait(connection)
+            self._checkin(connection)
             raise
         try:
             replies = await self._send(connection, calls)
@@ -80,18 +87,38 @@ class ScriptRunner:
             await connection.disconnect()
             raise
         finally:
-            self._idle.put_nowait(connection)
+            self._checkin(connection)
 
     async def _checkout(self) -> AbstractConnection:
-        """An idle connection, or a new one while fewer than `size` exist; waiting for one is
-        bounded by the connections' own timeout (a TimeoutError, like a slow reply)."""
-        async with asyncio.timeout(self._wait_s):
-            connection = await self._idle.get()
-        if connection is None:
+        """An idle connection, or a new one while fewer than `size` exist, or the next one to
+        come back once those ahead in line have theirs; the wait is bounded by the connections'
+        own timeout (a TimeoutError, like a slow reply)."""
+        if self._idle:  # (none idle while any caller waits: see _checkin)
+            return self._idle.pop()
+        if len(self._held) < self._size:
             # Unannotated in redis-py: a connection with the pool's settings (timeouts included).
-            connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            self._held.append(connection)
-        return connection
+            made: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            self._held.append(made)
+            return made
+        turn: asyncio.Future[AbstractConnection] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            async with asyncio.timeout(self._wait_s):
+                return await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # handed over as the wait ended
+                self._checkin(turn.result())
+            turn.cancel()  # skipped by _checkin from now on
+            raise
+
+    def _checkin(self, connection: AbstractConnection) -> None:
+        """A connection back: to the caller that has waited longest, else idle."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(connection)
+                return
+        self._idle.append(connection)
 
     @staticmethod
     async def _connect(connection: AbstractConnection) -> None:
@@ -132,3 +159,4 @@ class ScriptRunner:
         for connection in self._held:
             await connection.disconnect()
         self._held.clear()
+        self._idle.clear()
