@@ -215,6 +215,31 @@ async def test_an_unreachable_redis_follows_the_fail_mode(fail_open: bool, prefi
         await down.aclose()
 
 
+async def test_all_connections_busy_refuses_that_request_without_an_outage(prefix: str) -> None:
+    """No connection free within the timeout (the process overloaded, Redis well): that
+    reservation is refused (fail closed), and the next one goes to Redis at once, not skipped
+    for an outage's backoff."""
+    busy = redis_client(REDIS_URL, timeout_s=0.2)
+    store = RedisBudgets(
+        busy, Seeds(Source()), prefix=prefix, soft=SoftThreshold(0.8), fail_open=False
+    )
+    try:
+        runner = store._scripts
+        held = [await runner._checkout() for _ in range(runner._size)]
+        with pytest.raises(ServiceUnavailable, match="Budgets cannot be checked"):
+            await store.reserve((claim(subject()),), cost=USD)
+        for connection in held:
+            runner._checkin(connection)
+        hold = await store.reserve((claim(subject()),), cost=USD)
+        assert isinstance(hold, Hold)
+        assert hold.is_counted
+        store.settle(hold, cost=USD)
+        await asyncio.wait_for(store.flush(), 2)
+    finally:
+        await store.aclose()
+        await busy.aclose()
+
+
 async def test_memory_forgets_counters_of_periods_that_are_over() -> None:
     who, clock = subject(usd=1.0), [NOW]
     store = MemoryBudgets(

@@ -174,6 +174,27 @@ async def test_unreachable_and_fail_closed_refuses_with_a_503(logs: Logs) -> Non
     assert events(logs) == [("warning", "limits_store_unreachable")]
 
 
+async def test_a_limiter_whose_connections_are_all_busy_refuses_without_an_outage(
+    logs: Logs, prefix: str
+) -> None:
+    """No connection free within the timeout (this process overloaded, Redis well): that
+    request is refused (fail closed), nothing is logged as an outage, and the next request
+    goes to Redis at once rather than being skipped for the backoff."""
+    async with limiter_at(REDIS_URL, prefix=prefix, fail_open=False) as limiter:
+        runner = limiter._scripts
+        held = [await runner._checkout() for _ in range(runner._size)]
+        with pytest.raises(ServiceUnavailable) as caught:
+            await limiter.admit((KEY,), tokens=10)
+        for connection in held:
+            runner._checkin(connection)
+        after = await limiter.admit((KEY,), tokens=10)
+
+    assert caught.value.code == "limits_unavailable"
+    assert isinstance(after, Grant)
+    assert after.is_counted
+    assert events(logs) == []
+
+
 async def test_a_silent_store_costs_one_timeout_then_is_skipped(logs: Logs) -> None:
     async with (
         silent_server() as port,

@@ -1,6 +1,6 @@
 """ScriptRunner against the test Redis: callers share its connections in turn, a caller that
-stops waiting is passed over without losing the connection, and no more connections are made
-than its size."""
+stops waiting is passed over without losing the connection, a wait that runs out is Busy, and
+no more connections are made than its size."""
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio
 
 from ai_gateway.limits.redis_store import redis_client
-from ai_gateway.limits.script_runner import ScriptRunner
+from ai_gateway.limits.script_runner import Busy, ScriptRunner, Unsent
 from tests.services import REDIS_URL, redis_prefix
 
 pytestmark = pytest.mark.anyio
@@ -73,6 +73,7 @@ async def test_a_caller_that_stops_waiting_is_passed_over(
         gone = asyncio.ensure_future(runner.run([("push", [key], ["gone"])]))
         last = asyncio.ensure_future(runner.run([("push", [key], ["last"])]))
         await asyncio.sleep(0)  # `first` holds the connection; the two others wait
+        assert len(runner._waiting) == 2
         gone.cancel()
         async with asyncio.timeout(2):
             await asyncio.gather(first, last)
@@ -83,23 +84,76 @@ async def test_a_caller_that_stops_waiting_is_passed_over(
     assert await pushed(client, key) == ["first", "last", "after"]
 
 
-async def test_no_more_connections_are_made_than_the_size(
-    client: redis.asyncio.Redis, prefix: str
+async def test_a_connection_handed_to_a_caller_that_left_goes_to_the_next(
+    client: redis.asyncio.Redis,
 ) -> None:
-    """Callers beyond the size wait for a connection rather than open one of their own."""
-    runner = ScriptRunner(client, {"push": PUSH}, size=3)
-    key = f"{prefix}:size"
-    before = await client_ids(client)
+    """The connection is handed over in the same turn as the waiting caller is cancelled: the
+    caller leaves without it, and it is not lost."""
+    runner = ScriptRunner(client, {"push": PUSH}, size=1)
     try:
-        await asyncio.gather(*(runner.run([("push", [key], [str(i)])]) for i in range(40)))
-        opened = await client_ids(client, command="evalsha") - before
+        held = await runner._checkout()
+        late = asyncio.ensure_future(runner._checkout())
+        await asyncio.sleep(0)  # `late` waits
+        runner._checkin(held)  # handed to `late`...
+        late.cancel()  # ...which is cancelled before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await late
+        assert runner._idle == [held]
+        assert await runner._checkout() is held
     finally:
         await runner.aclose()
+
+
+async def test_a_wait_that_runs_out_is_busy_and_loses_nothing(prefix: str) -> None:
+    """Every connection busy for the whole wait (the client's timeout): Busy, which is Unsent
+    (nothing ran); the connection still serves the next caller."""
+    client = redis_client(REDIS_URL, timeout_s=0.1)
+    runner = ScriptRunner(client, {"push": PUSH}, size=1)
+    key = f"{prefix}:busy"
+    try:
+        held = await runner._checkout()
+        with pytest.raises(Busy) as caught:
+            await runner.run([("push", [key], ["late"])])
+        assert isinstance(caught.value, Unsent)
+        assert not runner._waiting or runner._waiting[0].cancelled()
+        runner._checkin(held)
+        await runner.run([("push", [key], ["next"])])
+        assert await pushed(client, key) == ["next"]
+    finally:
+        await runner.aclose()
+        await client.aclose()
+
+
+async def test_callers_still_waiting_at_close_are_told(client: redis.asyncio.Redis) -> None:
+    runner = ScriptRunner(client, {"push": PUSH}, size=1)
+    await runner._checkout()
+    waiting = asyncio.ensure_future(runner._checkout())
+    await asyncio.sleep(0)
+    await runner.aclose()
+    with pytest.raises(Unsent):
+        await waiting
+
+
+async def test_no_more_connections_are_made_than_the_size(
+    client: redis.asyncio.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Callers beyond the size wait for a connection rather than open one of their own."""
+    pool = client.connection_pool
+    made = []
+    make = pool.make_connection
+
+    def counted() -> object:
+        connection = make()
+        made.append(connection)
+        return connection
+
+    monkeypatch.setattr(pool, "make_connection", counted)
+    runner = ScriptRunner(client, {"push": PUSH}, size=3)
+    key = f"{prefix}:size"
+    try:
+        await asyncio.gather(*(runner.run([("push", [key], [str(i)])]) for i in range(40)))
+        opened = len(made)
+    finally:
+        await runner.aclose()
+    assert opened == 3
     assert len(await pushed(client, key)) == 40
-    assert 1 <= len(opened) <= 3
-
-
-async def client_ids(client: redis.asyncio.Redis, command: str | None = None) -> set[str]:
-    """The ids of the clients connected to Redis (those whose last command was `command`)."""
-    clients = await client.client_list()
-    return {entry["id"] for entry in clients if command is None or entry["cmd"] == command}

@@ -20,7 +20,7 @@ from ai_gateway.budgets.seeds import SeedFailed, Seeds
 from ai_gateway.budgets.store import HOLD_TTL_MS, Claim, Hold, Overspent, SoftThreshold, Standing
 from ai_gateway.limits.outage import Outage
 from ai_gateway.limits.redis_store import OUTAGE_BACKOFF_S, STORE_ERRORS
-from ai_gateway.limits.script_runner import Call, ScriptRunner, Unsent
+from ai_gateway.limits.script_runner import Busy, Call, ScriptRunner, Unsent
 from ai_gateway.limits.verdict import new_lease
 
 log = structlog.get_logger(__name__)
@@ -105,6 +105,8 @@ class RedisBudgets:
         try:
             reply = await self._reserve(claims, lease, cost)
         except SeedFailed:  # the ledger's outage, logged and backed off by Seeds
+            return unreadable(self._fail_open)
+        except Busy:  # nothing was sent, and Redis is not known to be down
             return unreadable(self._fail_open)
         except Unsent as error:
             self._outage.failed(error)
@@ -201,6 +203,9 @@ class RedisBudgets:
         batch = [self._pending.popleft() for _ in range(min(len(self._pending), SETTLE_BATCH))]
         try:
             (reply,) = await self._scripts.run([self._settle_call(batch)])
+        except Busy:
+            self._pending.extendleft(reversed(batch))
+            return False
         except STORE_ERRORS as error:
             self._outage.failed(error)
             self._pending.extendleft(reversed(batch))

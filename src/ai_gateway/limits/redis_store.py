@@ -20,7 +20,7 @@ from ai_gateway.keys.caller import Subject
 from ai_gateway.limits.headers import retry_after_headers
 from ai_gateway.limits.limiter import LEASE_TTL_MS, WINDOW_MS, Denial, Grant
 from ai_gateway.limits.outage import Outage
-from ai_gateway.limits.script_runner import Call, ScriptRunner, Unsent
+from ai_gateway.limits.script_runner import Busy, Call, ScriptRunner, Unsent
 from ai_gateway.limits.verdict import Count, Standing, decide, new_lease
 
 log = structlog.get_logger(__name__)
@@ -48,8 +48,8 @@ def redis_client(url: str, *, timeout_s: float, max_connections: int = 64) -> "r
 
     Its pool serves change announcements and the subscription: concurrent commands wait for
     one of `max_connections` connections (within the same timeout) instead of failing as
-    redis-py's default pool does past its size. The limiter's scripts run on a few connections
-    of their own made from this pool's settings (ScriptRunner).
+    redis-py's default pool does past its size. The limiter's and the budgets' scripts run on
+    connections of their own made from this pool's settings, up to 64 each (ScriptRunner).
     """
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
@@ -154,6 +154,9 @@ class RedisLimiter:
             counts = replies[-1]
             if isinstance(counts, Exception):
                 raise counts
+        except Busy:  # nothing was sent, and Redis is not known to be down
+            self._requeue(batch)
+            return self._unchecked(lease)
         except Unsent as error:
             self._outage.failed(error)
             self._requeue(batch)
@@ -287,6 +290,9 @@ class RedisLimiter:
         try:
             (reply,) = await self._scripts.run([self._settle_call(batch)])
             self._settled(batch, reply)
+        except Busy:
+            self._pending.extendleft(reversed(batch))
+            return False
         except STORE_ERRORS as error:
             self._outage.failed(error)
             self._pending.extendleft(reversed(batch))

@@ -30,6 +30,11 @@ class Unsent(RedisConnectionError):
     """Redis could not be reached: the calls were not sent, so none of them ran."""
 
 
+class Busy(Unsent):
+    """Every connection stayed busy for the whole wait: the calls were not sent. This process
+    is overloaded, not Redis: no outage (callers that treat it as an `Unsent` lose nothing)."""
+
+
 DEFAULT_CONNECTIONS = 64
 """Connections a runner may hold: as many calls in flight at once; more wait their turn."""
 DEFAULT_WAIT_S = 1.0
@@ -39,6 +44,13 @@ DEFAULT_WAIT_S = 1.0
 def script_sha(text: str) -> str:
     """The SHA-1 Redis names a script by (for EVALSHA)."""
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def handed_over(turn: "asyncio.Future[AbstractConnection]") -> AbstractConnection | None:
+    """The connection a waiting caller was handed, if it was handed one."""
+    if turn.done() and not turn.cancelled() and turn.exception() is None:
+        return turn.result()
+    return None
 
 
 class ScriptRunner:
@@ -92,7 +104,7 @@ class ScriptRunner:
     async def _checkout(self) -> AbstractConnection:
         """An idle connection, or a new one while fewer than `size` exist, or the next one to
         come back once those ahead in line have theirs; the wait is bounded by the connections'
-        own timeout (a TimeoutError, like a slow reply)."""
+        own timeout (Busy)."""
         if self._idle:  # (none idle while any caller waits: see _checkin)
             return self._idle.pop()
         if len(self._held) < self._size:
@@ -105,10 +117,15 @@ class ScriptRunner:
         try:
             async with asyncio.timeout(self._wait_s):
                 return await turn
-        except BaseException:
-            if turn.done() and not turn.cancelled():  # handed over as the wait ended
-                self._checkin(turn.result())
+        except TimeoutError:
+            if (connection := handed_over(turn)) is not None:  # as the wait ran out
+                return connection
             turn.cancel()  # skipped by _checkin from now on
+            raise Busy(f"no connection to Redis free within {self._wait_s} s") from None
+        except BaseException:
+            if (connection := handed_over(turn)) is not None:  # as the caller left
+                self._checkin(connection)
+            turn.cancel()
             raise
 
     def _checkin(self, connection: AbstractConnection) -> None:
@@ -155,7 +172,11 @@ class ScriptRunner:
             await connection.read_response()
 
     async def aclose(self) -> None:
-        """Close the held connections."""
+        """Close the held connections; callers still waiting for one get Unsent."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_exception(Unsent("the connections to Redis are closed"))
         for connection in self._held:
             await connection.disconnect()
         self._held.clear()
