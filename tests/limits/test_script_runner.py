@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio
+import redis.exceptions
 
 from ai_gateway.limits.redis_store import redis_client
 from ai_gateway.limits.script_runner import Busy, ScriptRunner, Unsent
@@ -122,6 +123,32 @@ async def test_a_wait_that_runs_out_is_busy_and_loses_nothing(prefix: str) -> No
     finally:
         await runner.aclose()
         await client.aclose()
+
+
+@pytest.mark.parametrize("max_idle_s", [0.05, 60.0])
+async def test_a_connection_idle_past_its_limit_is_opened_afresh(
+    client: redis.asyncio.Redis, prefix: str, max_idle_s: float
+) -> None:
+    """A held connection closed under it while idle (here by Redis, as a proxy's or Redis's
+    own idle timeout would): once idle past `max_idle_s` it is opened again before the next
+    call, which succeeds; within the limit it is used as it is, and the call fails."""
+    runner = ScriptRunner(client, {"push": PUSH}, size=1, max_idle_s=max_idle_s)
+    key = f"{prefix}:idle"
+    try:
+        await runner.run([("push", [key], ["first"])])
+        (held,) = runner._held
+        await held.send_command("CLIENT", "ID")
+        runner_id = await held.read_response()
+        assert await client.client_kill_filter(_id=runner_id) == 1
+        await asyncio.sleep(0.1)
+        if max_idle_s < 0.1:
+            await runner.run([("push", [key], ["after"])])
+            assert await pushed(client, key) == ["first", "after"]
+        else:
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await runner.run([("push", [key], ["after"])])
+    finally:
+        await runner.aclose()
 
 
 async def test_callers_still_waiting_at_close_are_told(client: redis.asyncio.Redis) -> None:

@@ -12,6 +12,7 @@ rest.
 
 import asyncio
 import hashlib
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,6 +40,11 @@ DEFAULT_CONNECTIONS = 64
 """Connections a runner may hold: as many calls in flight at once; more wait their turn."""
 DEFAULT_WAIT_S = 1.0
 """The longest wait for a free connection when the client sets no socket timeout."""
+MAX_IDLE_S = 30.0
+"""A held connection unused for longer is opened afresh before its next call: a proxy on the
+way, or Redis's own `timeout`, may have closed it meanwhile, and a call on a connection closed
+under it would fail as if Redis were down (idle connections are the ones a burst reaches
+last)."""
 
 
 def script_sha(text: str) -> str:
@@ -67,13 +73,16 @@ class ScriptRunner:
         scripts: Mapping[str, str],
         *,
         size: int = DEFAULT_CONNECTIONS,
+        max_idle_s: float = MAX_IDLE_S,
     ) -> None:
         self._pool = client.connection_pool
         self._wait_s = self._pool.connection_kwargs.get("socket_timeout") or DEFAULT_WAIT_S
         self._texts = dict(scripts)
         self._shas = {name: script_sha(text) for name, text in scripts.items()}
         self._size = size
+        self._max_idle_s = max_idle_s
         self._idle: list[AbstractConnection] = []  # the last one back is the next one out
+        self._idle_since: dict[AbstractConnection, float] = {}
         self._waiting: deque[asyncio.Future[AbstractConnection]] = deque()
         self._held: list[AbstractConnection] = []
 
@@ -82,6 +91,7 @@ class ScriptRunner:
         ResponseError, not raised. A failed connection raises (it is reset for the next use)."""
         connection = await self._checkout()
         try:
+            await self._refresh(connection)
             await self._connect(connection)
         except BaseException:
             self._checkin(connection)
@@ -136,6 +146,14 @@ class ScriptRunner:
                 turn.set_result(connection)
                 return
         self._idle.append(connection)
+        self._idle_since[connection] = time.monotonic()
+
+    async def _refresh(self, connection: AbstractConnection) -> None:
+        """Close a connection that was idle for longer than `max_idle_s` (it is opened again
+        before the call)."""
+        since = self._idle_since.pop(connection, None)
+        if since is not None and time.monotonic() - since > self._max_idle_s:
+            await connection.disconnect(nowait=True)
 
     @staticmethod
     async def _connect(connection: AbstractConnection) -> None:
@@ -181,3 +199,4 @@ class ScriptRunner:
             await connection.disconnect()
         self._held.clear()
         self._idle.clear()
+        self._idle_since.clear()
