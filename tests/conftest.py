@@ -6,7 +6,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -18,6 +18,9 @@ from ai_gateway.providers.registry import Registry
 from ai_gateway.providers.specs import SPECS
 from tests.fake_upstream import FakeUpstream
 from tests.fakes import GATEWAY_KEY, FakeProvider
+
+if TYPE_CHECKING:  # imported by the fixtures that use it: no test loads redis unasked
+    import redis.asyncio
 
 ONE_ATTEMPT = GatewayConfig(routing=RoutingConfig(retries=0))
 # Derived, so a new setting or vendor is cleaned too: every Settings field's variable and every
@@ -181,3 +184,25 @@ async def client(settings: Settings, provider: FakeProvider) -> AsyncIterator[ht
     """The app serving the FakeProvider, with a valid key."""
     async with serve_app(settings, Registry({provider.name: provider})) as http:
         yield http
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix of its own on the test Redis; its keys are deleted afterwards."""
+    from tests.services import redis_prefix
+
+    with redis_prefix() as name:
+        yield name
+
+
+@pytest.fixture
+async def gateway_redis() -> AsyncIterator["redis.asyncio.Redis"]:
+    """A client of the test Redis made as the gateway makes its own (`redis_client`)."""
+    from ai_gateway.limits.redis_store import redis_client
+    from tests.services import REDIS_URL
+
+    made = redis_client(REDIS_URL, timeout_s=2.0)
+    try:
+        yield made
+    finally:
+        await made.aclose()

@@ -5,7 +5,6 @@ after their period, and what budgets do while Redis cannot be reached."""
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,26 +19,13 @@ from ai_gateway.errors import ServiceUnavailable
 from ai_gateway.keys.caller import Period, Subject
 from ai_gateway.limits.redis_store import redis_client
 from tests.budgets.conftest import NOW, Source, subject
-from tests.services import REDIS_URL, redis_prefix
+from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.anyio
 
 USD = 1_000_000_000
 REPLICAS = 6
 CALLERS = 25
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    with redis_prefix() as name:
-        yield name
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[redis.asyncio.Redis]:
-    made = redis_client(REDIS_URL, timeout_s=2.0)
-    yield made
-    await made.aclose()
 
 
 def claim(who: Subject) -> Claim:
@@ -91,10 +77,10 @@ async def test_replicas_racing_for_a_nearly_spent_budget_never_overshoot(prefix:
 
 
 async def test_concurrent_settles_and_reserves_keep_the_sum_exact(
-    client: redis.asyncio.Redis, prefix: str
+    gateway_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     who, source = subject(usd=1.0), Source()
-    first, second = replica(client, prefix, source), replica(client, prefix, source)
+    first, second = replica(gateway_redis, prefix, source), replica(gateway_redis, prefix, source)
 
     async def spend(store: RedisBudgets) -> int:
         outcome = await store.reserve((claim(who),), cost=20_000_000)
@@ -115,10 +101,10 @@ async def test_concurrent_settles_and_reserves_keep_the_sum_exact(
 
 
 async def test_a_hold_never_settled_counts_as_spent_and_a_late_settle_corrects_it(
-    client: redis.asyncio.Redis, prefix: str
+    gateway_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     who = subject(usd=1.0)
-    store = replica(client, prefix, Source(), hold_ttl_ms=50)
+    store = replica(gateway_redis, prefix, Source(), hold_ttl_ms=50)
     stale = await store.reserve((claim(who),), cost=USD // 2)
     assert isinstance(stale, Hold)
     await asyncio.sleep(0.1)
@@ -136,10 +122,10 @@ async def test_a_hold_never_settled_counts_as_spent_and_a_late_settle_corrects_i
 
 
 async def test_amounts_past_a_hundred_thousand_dollars_stay_exact(
-    client: redis.asyncio.Redis, prefix: str
+    gateway_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     who = subject(usd=900_000.0, period=Period.TOTAL)
-    store = replica(client, prefix, Source(spent={who.id: 123_456_789_012_345}))
+    store = replica(gateway_redis, prefix, Source(spent={who.id: 123_456_789_012_345}))
     cost = 700_000 * USD + 7
 
     hold = await store.reserve((claim(who),), cost=cost)
@@ -152,10 +138,10 @@ async def test_amounts_past_a_hundred_thousand_dollars_stay_exact(
 
 
 async def test_the_soft_limit_is_noted_once_across_replicas(
-    client: redis.asyncio.Redis, prefix: str
+    gateway_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     who, crossings = subject(usd=1.0), []
-    stores = [replica(client, prefix, Source(), crossings=crossings) for _ in range(3)]
+    stores = [replica(gateway_redis, prefix, Source(), crossings=crossings) for _ in range(3)]
 
     for store in stores:
         hold = await store.reserve((claim(who),), cost=USD * 3 // 10)
@@ -169,14 +155,14 @@ async def test_the_soft_limit_is_noted_once_across_replicas(
 
 
 async def test_a_period_counter_expires_after_its_period_and_a_total_one_when_idle(
-    client: redis.asyncio.Redis, prefix: str
+    gateway_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     day, total = subject(usd=1.0), subject(usd=1.0, period=Period.TOTAL)
-    store = replica(client, prefix, Source())
+    store = replica(gateway_redis, prefix, Source())
     await store.reserve((claim(day), claim(total)), cost=1)
 
-    day_expiry = await client.pexpiretime(store.keys(claim(day))[0])
-    total_ttl = await client.pttl(store.keys(claim(total))[1])
+    day_expiry = await gateway_redis.pexpiretime(store.keys(claim(day))[0])
+    total_ttl = await gateway_redis.pttl(store.keys(claim(total))[1])
     await store.aclose()
 
     resets_at = claim(day).resets_at

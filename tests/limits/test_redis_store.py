@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
@@ -16,7 +16,7 @@ from ai_gateway.limits import redis_store
 from ai_gateway.limits.limiter import Denial, Grant
 from ai_gateway.limits.redis_store import RedisLimiter, redis_client
 from tests.limits.conftest import Logs
-from tests.services import REDIS_URL, redis_prefix
+from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.anyio
 
@@ -24,12 +24,6 @@ KEY = Subject(Scope.KEY, "k1", Limits(rpm=10, tpm=1_000, parallel=1))
 TEAM = Subject(Scope.TEAM, "t1", Limits(rpm=100))
 BACKOFF_S = 0.2
 TIMEOUT_S = 0.2
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    with redis_prefix() as name:
-        yield name
 
 
 def free_port() -> int:

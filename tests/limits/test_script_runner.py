@@ -3,7 +3,6 @@ stops waiting is passed over without losing the connection, a wait that runs out
 no more connections are made than its size."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio
@@ -11,7 +10,7 @@ import redis.exceptions
 
 from ai_gateway.limits.redis_store import redis_client
 from ai_gateway.limits.script_runner import Busy, ScriptRunner, Unsent
-from tests.services import REDIS_URL, redis_prefix
+from tests.services import REDIS_URL
 
 pytestmark = pytest.mark.anyio
 
@@ -20,32 +19,17 @@ CALLERS = 5
 ROUNDS = 6
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    with redis_prefix() as name:
-        yield name
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[redis.asyncio.Redis]:
-    made = redis_client(REDIS_URL, timeout_s=2.0)
-    try:
-        yield made
-    finally:
-        await made.aclose()
-
-
 async def pushed(client: redis.asyncio.Redis, key: str) -> list[str]:
     return [value.decode() for value in await client.lrange(key, 0, -1)]  # type: ignore[misc]
 
 
 async def test_callers_that_call_again_at_once_queue_behind_those_waiting(
-    client: redis.asyncio.Redis, prefix: str
+    gateway_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     """One connection, five callers each calling again as soon as a call returns: a returning
     connection goes to the caller waiting longest, never to the one that just gave it back (it
     would take every turn, and the others would wait out their timeout)."""
-    runner = ScriptRunner(client, {"push": PUSH}, size=1)
+    runner = ScriptRunner(gateway_redis, {"push": PUSH}, size=1)
     key = f"{prefix}:order"
 
     async def caller(name: str) -> None:
@@ -56,18 +40,18 @@ async def test_callers_that_call_again_at_once_queue_behind_those_waiting(
         await asyncio.gather(*(caller(str(index)) for index in range(CALLERS)))
     finally:
         await runner.aclose()
-    order = await pushed(client, key)
+    order = await pushed(gateway_redis, key)
     assert len(order) == CALLERS * ROUNDS
     for start in range(0, len(order), CALLERS):
         assert sorted(order[start : start + CALLERS]) == [str(i) for i in range(CALLERS)]
 
 
 async def test_a_caller_that_stops_waiting_is_passed_over(
-    client: redis.asyncio.Redis, prefix: str
+    gateway_redis: redis.asyncio.Redis, prefix: str
 ) -> None:
     """A waiting caller cancelled (its request ended) leaves its place: the connection goes to
     the next caller, and nothing is lost."""
-    runner = ScriptRunner(client, {"push": PUSH}, size=1)
+    runner = ScriptRunner(gateway_redis, {"push": PUSH}, size=1)
     key = f"{prefix}:skip"
     try:
         first = asyncio.ensure_future(runner.run([("push", [key], ["first"])]))
@@ -82,15 +66,15 @@ async def test_a_caller_that_stops_waiting_is_passed_over(
         assert gone.cancelled()
     finally:
         await runner.aclose()
-    assert await pushed(client, key) == ["first", "last", "after"]
+    assert await pushed(gateway_redis, key) == ["first", "last", "after"]
 
 
 async def test_a_connection_handed_to_a_caller_that_left_goes_to_the_next(
-    client: redis.asyncio.Redis,
+    gateway_redis: redis.asyncio.Redis,
 ) -> None:
     """The connection is handed over in the same turn as the waiting caller is cancelled: the
     caller leaves without it, and it is not lost."""
-    runner = ScriptRunner(client, {"push": PUSH}, size=1)
+    runner = ScriptRunner(gateway_redis, {"push": PUSH}, size=1)
     try:
         held = await runner._checkout()
         late = asyncio.ensure_future(runner._checkout())
@@ -127,23 +111,23 @@ async def test_a_wait_that_runs_out_is_busy_and_loses_nothing(prefix: str) -> No
 
 @pytest.mark.parametrize("max_idle_s", [0.05, 60.0])
 async def test_a_connection_idle_past_its_limit_is_opened_afresh(
-    client: redis.asyncio.Redis, prefix: str, max_idle_s: float
+    gateway_redis: redis.asyncio.Redis, prefix: str, max_idle_s: float
 ) -> None:
     """A held connection closed under it while idle (here by Redis, as a proxy's or Redis's
     own idle timeout would): once idle past `max_idle_s` it is opened again before the next
     call, which succeeds; within the limit it is used as it is, and the call fails."""
-    runner = ScriptRunner(client, {"push": PUSH}, size=1, max_idle_s=max_idle_s)
+    runner = ScriptRunner(gateway_redis, {"push": PUSH}, size=1, max_idle_s=max_idle_s)
     key = f"{prefix}:idle"
     try:
         await runner.run([("push", [key], ["first"])])
         (held,) = runner._held
         await held.send_command("CLIENT", "ID")
         runner_id = await held.read_response()
-        assert await client.client_kill_filter(_id=runner_id) == 1
+        assert await gateway_redis.client_kill_filter(_id=runner_id) == 1
         await asyncio.sleep(0.1)
         if max_idle_s < 0.1:
             await runner.run([("push", [key], ["after"])])
-            assert await pushed(client, key) == ["first", "after"]
+            assert await pushed(gateway_redis, key) == ["first", "after"]
         else:
             with pytest.raises(redis.exceptions.ConnectionError):
                 await runner.run([("push", [key], ["after"])])
@@ -151,8 +135,8 @@ async def test_a_connection_idle_past_its_limit_is_opened_afresh(
         await runner.aclose()
 
 
-async def test_callers_still_waiting_at_close_are_told(client: redis.asyncio.Redis) -> None:
-    runner = ScriptRunner(client, {"push": PUSH}, size=1)
+async def test_callers_still_waiting_at_close_are_told(gateway_redis: redis.asyncio.Redis) -> None:
+    runner = ScriptRunner(gateway_redis, {"push": PUSH}, size=1)
     await runner._checkout()
     waiting = asyncio.ensure_future(runner._checkout())
     await asyncio.sleep(0)
@@ -162,10 +146,10 @@ async def test_callers_still_waiting_at_close_are_told(client: redis.asyncio.Red
 
 
 async def test_no_more_connections_are_made_than_the_size(
-    client: redis.asyncio.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+    gateway_redis: redis.asyncio.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Callers beyond the size wait for a connection rather than open one of their own."""
-    pool = client.connection_pool
+    pool = gateway_redis.connection_pool
     made = []
     make = pool.make_connection
 
@@ -175,7 +159,7 @@ async def test_no_more_connections_are_made_than_the_size(
         return connection
 
     monkeypatch.setattr(pool, "make_connection", counted)
-    runner = ScriptRunner(client, {"push": PUSH}, size=3)
+    runner = ScriptRunner(gateway_redis, {"push": PUSH}, size=3)
     key = f"{prefix}:size"
     try:
         await asyncio.gather(*(runner.run([("push", [key], [str(i)])]) for i in range(40)))
@@ -183,4 +167,4 @@ async def test_no_more_connections_are_made_than_the_size(
     finally:
         await runner.aclose()
     assert opened == 3
-    assert len(await pushed(client, key)) == 40
+    assert len(await pushed(gateway_redis, key)) == 40
